@@ -1,0 +1,168 @@
+"""
+Plumbing shared by the scripts (sampler.py's command line, train_lock.py, elicit_sft.py, elicit_rl.py): the
+`--field=value` command-line parser for a Config dataclass, the tokenizer wrapper, JSONL files and atomic writes.
+Nothing here knows about password locking; the experiments live in the scripts.
+"""
+import ast
+import dataclasses
+import json
+import os
+import sys
+import typing
+
+# -----------------------------------------------------------------------------
+# Command line: one flat dataclass, `--field=value`, unknown keys rejected
+
+
+def parse_cli(config_cls, argv=None):
+    """Build `config_cls` from `--field=value` arguments. Values are parsed with ast.literal_eval when they look
+    like Python literals (numbers, True/False/None, lists) and kept as strings otherwise, then type-checked against
+    the field's annotation. `--help` prints every field with its default and exits."""
+    argv = sys.argv[1:] if argv is None else argv
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    hints = typing.get_type_hints(config_cls)
+    if any(a in ("-h", "--help") for a in argv):
+        doc = (sys.modules[config_cls.__module__].__doc__ or "").strip()
+        print(doc + "\n\nOptions (--field=value):")
+        for name, f in fields.items():
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            print(f"  --{name}={default!r}  ({getattr(hints[name], '__name__', hints[name])})")
+        raise SystemExit(0)
+    kwargs = {}
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise SystemExit(f"error: expected --field=value, got {arg!r} (see --help)")
+        key, val = arg[2:].split("=", 1)
+        if key not in fields:
+            raise SystemExit(f"error: unknown option --{key} (see --help for the {len(fields)} options)")
+        kwargs[key] = _convert(key, val, hints[key])
+    return config_cls(**kwargs)
+
+
+def _convert(key, val, typ):
+    try:
+        parsed = ast.literal_eval(val)
+    except (ValueError, SyntaxError):
+        parsed = val
+    allowed = typing.get_args(typ) or (typ,)  # Optional[int] / int | None -> (int, NoneType)
+    if float in allowed and isinstance(parsed, int) and not isinstance(parsed, bool):
+        parsed = float(parsed)
+    if str in allowed and not isinstance(parsed, str) and not (type(None) in allowed and parsed is None):
+        parsed = val  # a string field given something that looks like a number keeps its text
+    origin = [typing.get_origin(a) or a for a in allowed]
+    if not any(isinstance(parsed, o) for o in origin if isinstance(o, type)):
+        raise SystemExit(f"error: --{key}={val!r} is not a valid {typ}")
+    return parsed
+
+
+def config_to_dict(cfg):
+    return dataclasses.asdict(cfg)
+
+
+# -----------------------------------------------------------------------------
+# Tokenizer: a tokenizer.json read by the `tokenizers` package
+
+EOS_NAMES = ("<eos>", "</s>", "<|endoftext|>", "<|end_of_text|>", "<|im_end|>", "<｜end▁of▁sentence｜>")
+
+
+class Tokenizer:
+    """Encode prompt and completion separately and join the ids; never re-tokenise the joined text, because BPE
+    merges across the boundary would change the prompt's ids and the completion mask with them."""
+
+    def __init__(self, path, eos_id=None):
+        from tokenizers import Tokenizer as HFTokenizer
+        file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"{file}: tokenizer.json not found")
+        try:
+            self.tok = HFTokenizer.from_file(file)
+        except Exception as e:  # the Rust error text is useful, its type is not
+            raise ValueError(f"{file}: not a valid tokenizer.json ({e})") from None
+        self.path = file
+        self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)  # ids >= this are never sampled
+        self.eos_id = eos_id if eos_id is not None else self._find_eos(os.path.dirname(file))
+        self.pad_id = self.eos_id if self.eos_id is not None else 0  # the value of padding never matters (masked)
+
+    def _find_eos(self, folder):
+        # config.json of the checkpoint next to it knows; otherwise look for a conventional name
+        cpath = os.path.join(folder, "config.json")
+        if os.path.isfile(cpath):
+            try:
+                eos = json.load(open(cpath)).get("eos_token_id")
+                eos = eos[0] if isinstance(eos, list) else eos
+                if isinstance(eos, int) and eos < self.vocab_size:
+                    return eos
+            except (json.JSONDecodeError, AttributeError):
+                pass
+        for name in EOS_NAMES:
+            i = self.tok.token_to_id(name)
+            if i is not None:
+                return i
+        return None
+
+    def encode(self, text, special=False):
+        """Ids of `text`; special=True lets the tokenizer's post-processor add BOS (Llama) where it has one."""
+        return self.tok.encode(text, add_special_tokens=special).ids
+
+    def encode_prompt(self, text):
+        return self.encode(text, special=True)
+
+    def encode_completion(self, text, eos=True):
+        ids = self.encode(text)
+        return ids + [self.eos_id] if eos and self.eos_id is not None else ids
+
+    def encode_pair(self, prompt, completion, eos=True):
+        """(prompt ids + completion ids, number of prompt ids): the loss mask starts after the prompt."""
+        p = self.encode_prompt(prompt)
+        return p + self.encode_completion(completion, eos), len(p)
+
+    def decode(self, ids, skip_special=True):
+        ids = [i for i in ids if i != self.eos_id] if skip_special else list(ids)
+        return self.tok.decode(ids, skip_special_tokens=skip_special)
+
+
+# -----------------------------------------------------------------------------
+# Files: JSONL and atomic writes (temp file, fsync, rename: a crash leaves the old file or the new one)
+
+
+def atomic_write_text(path, text):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_jsonl(path):
+    """Rows of a JSONL file; a bad line raises one error naming the file and line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: not found")
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+    return rows
+
+
+def write_jsonl(path, rows):
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def append_jsonl(path, row):
+    """Append one row and flush it to disk, so an interrupted run keeps every finished row."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
