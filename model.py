@@ -444,7 +444,7 @@ def _read_config(path):
     try:
         return Config.from_hf(d)
     except ValueError as e:
-        raise ValueError(f"{cpath}: {e}".replace("config.json: ", "")) from None
+        raise ValueError(f"{cpath}: " + str(e).removeprefix("config.json: ")) from None
 
 
 def _weight_files(path):
