@@ -237,10 +237,10 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs): everything cached so far plus these
-        if nkv != nh:  # GQA: kv-head j serves query heads j*g .. j*g+g-1 (same order as HF's repeat_kv)
-            k = k.repeat_interleave(nh // nkv, dim=1)
-            v = v.repeat_interleave(nh // nkv, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None)
+        # GQA: kv-head j serves query heads j*g .. j*g+g-1 (HF's repeat_kv order). enable_gqa does that without
+        # copying the cache to every query head, which made batched decoding several times slower.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                                           enable_gqa=nkv != nh)
         y = y.transpose(1, 2).reshape(B, T, nh * hs)  # (B, T, nh*hs)
         return self.wo(y)
 
@@ -328,13 +328,15 @@ class GPT(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once by parameters()
 
-    def forward(self, idx, pos=None, mask=None, cache=None):
+    def forward(self, idx, pos=None, mask=None, cache=None, last_only=False):
         """
         idx:   (B, T) token ids.
         pos:   (B, T) or (T,) positions; default start .. start+T-1, where start = cache.pos (0 without a cache).
         mask:  None (plain causal), a (B, Tk) key mask with 1/True on real tokens (Tk = start + T, i.e. it covers
                the cached columns too), or a ready boolean (B, 1, T, Tk) attention mask (True = attend).
         cache: a KV cache (sampler.KVCache) or None; it is written at columns start .. start+T-1 and advanced.
+        last_only: return logits for the last position only, (B, 1, V): sampling needs no more, and at prefill the
+               full (B, T, V) tensor would dominate time and memory. Scoring and training use the default.
         Returns float32 logits (B, T, vocab_size).
         """
         cfg = self.config
@@ -376,6 +378,8 @@ class GPT(nn.Module):
             x = block(x, cos, sin, attn_mask, cache)
         if cache is not None:
             cache.pos = Tk
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.ln_f(x)).float()
 
 

@@ -114,7 +114,7 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, stop_id
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     cache = KVCache(cfg, B, P + N, device, dtype)
 
-    logits = model(ids, pos=pos[:, :P], mask=am[:, :P], cache=cache)[:, -1]  # prefill
+    logits = model(ids, pos=pos[:, :P], mask=am[:, :P], cache=cache, last_only=True)[:, -1]  # prefill
     out = torch.full((B, N), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     length = torch.full((B,), N, dtype=torch.long, device=device)
