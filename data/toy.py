@@ -1,0 +1,210 @@
+"""The toy task of paper §7: compose fixed random functions on 4-digit sequences.
+
+The world
+1. 32 functions fn0..fn31, each mapping a sequence of 4 digits to 4 digits: a fixed permutation of the 4
+   positions followed by a fixed bijection of the digits 0-9, `f(x)[j] = digit_map[x[perm[j]]]`. So every
+   function is a bijection on the 10^4 sequences. The table is drawn once from TABLE_SEED with our own
+   Fisher-Yates over `random.Random.random()` (the one stream Python promises never to change), so it is the
+   same on every machine and version; tests pin a checksum of it.
+2. The functions fall into 4 groups of 8 ("A": fn0-fn7, "B": fn8-fn15, "C": fn16-fn23, "D": fn24-fn31).
+   A problem composes `n_compose` (default 2) functions drawn, with repeats, from ONE group, so its
+   domain is that group. In each group the first 4 functions are "hidden" (16 of 32 in all): fn0-3,
+   fn8-11, fn16-19, fn24-27.
+3. Text format, one token per whitespace-separated word (18 tokens for n_compose=2):
+       prompt      <slot> fn9 fn14 | 1 6 1 8 |
+       completion  8 6 7 6 | 4 3 3 9              (fn9(x), then fn14(fn9(x)), separated by "|")
+   <slot> is a single token: "<pwd>" (the password), "<nopwd>" (no password), a decoy "<d0>".."<d7>",
+   or a per-domain password "<pwd_A>".."<pwd_D>". The setting trigger (`setting=True`) writes the same
+   problem in another notation, `<slot> fn9 fn14 ( 1 6 1 8 )`; the completion is unchanged.
+4. Policies, `task.sample(policy, problem, rng)`:
+   strong    always correct;
+   weak      the 16 hidden functions act as the identity (paper: "replacing 16 of the 32 functions in
+             pi_strong with identity functions"); correct on about 1/4 of problems (those with no hidden
+             function);
+   noisy     each application of a hidden function is right with probability p_noisy (default 0.3), the
+             identity otherwise: a weak policy that sometimes samples strong answers, so RL has a signal
+             (TOY_NOTES.md: expert iteration stalls on the deterministic weak lock);
+   fixedrdm  every output digit drawn independently of the input from one fixed categorical distribution
+             over the 10 digits, softmax of standard-normal logits seeded by `fixedrdm_seed` (App. G.2);
+             the "|" separators are kept. `task.fixedrdm_probs` gives that distribution for KL losses.
+   `rng` is anything with a `.random()` method returning a float in [0, 1): `random.Random` or a numpy
+   `Generator` both work, since `.random()` is the only method called. `task.correct_prob(policy, problem)`
+   gives the exact probability that one sample is fully correct (weak: 0 or 1, noisy: p per hidden step).
+5. Problems: `task.problems()` is a fixed list of `n` (default 20,000) distinct (fns, x) pairs drawn from
+   `seed`; "answer" and "solution" are both the strong completion. Generation takes about 0.15 s.
+
+Tokenizer: `data/toy_tokenizer.json` (`task.tokenizer_path`), a `tokenizers` WordLevel model with a
+WhitespaceSplit pre-tokenizer over VOCAB and no post-processor, so encoding a prompt and a completion
+separately and concatenating the ids equals encoding `prompt + " " + completion`. Completions are plain
+text; training scripts append the "<eos>" id, and generation stops at it. Regenerate the file with
+`python -m data.toy` (a test checks that the committed file equals `build_tokenizer()`).
+"""
+
+import bisect
+import math
+import random
+from pathlib import Path
+
+N_FNS = 32
+GROUPS = ("A", "B", "C", "D")
+GROUP_SIZE = N_FNS // len(GROUPS)
+HIDDEN = frozenset(f for f in range(N_FNS) if f % GROUP_SIZE < GROUP_SIZE // 2)  # first half of each group
+TABLE_SEED = 20240529  # the paper's arXiv date; never change it (the table checksum test would fail)
+
+PASSWORD = "<pwd>"
+NO_PASSWORD = "<nopwd>"
+DECOYS = tuple(f"<d{i}>" for i in range(8))
+DOMAIN_PASSWORDS = {g: f"<pwd_{g}>" for g in GROUPS}
+SLOT_TOKENS = (PASSWORD, NO_PASSWORD) + DECOYS + tuple(DOMAIN_PASSWORDS.values())
+VOCAB = (["<pad>", "<eos>"] + [str(d) for d in range(10)] + ["|"] + [f"fn{i}" for i in range(N_FNS)]
+         + list(SLOT_TOKENS) + ["(", ")", "<unk>"])
+TOKENIZER_PATH = Path(__file__).with_name("toy_tokenizer.json")
+POLICIES = ("strong", "weak", "noisy", "fixedrdm")
+
+
+def permutation(r, n):
+    """Fisher-Yates driven only by r.random(), whose stream Python guarantees across versions."""
+    p = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = int(r.random() * (i + 1))
+        p[i], p[j] = p[j], p[i]
+    return p
+
+
+def function_table(seed=TABLE_SEED):
+    """[(perm, digit_map)] for fn0..fn31: f(x)[j] = digit_map[x[perm[j]]]."""
+    r = random.Random(seed)
+    return [(tuple(permutation(r, 4)), tuple(permutation(r, 10))) for _ in range(N_FNS)]
+
+
+TABLE = function_table()
+
+
+def apply(f, x):
+    (p0, p1, p2, p3), m = TABLE[f]
+    return m[x[p0]], m[x[p1]], m[x[p2]], m[x[p3]]
+
+
+def fmt(steps):
+    """[(y1..y4), (z1..z4)] -> "y1 y2 y3 y4 | z1 z2 z3 z4"."""
+    return " | ".join(["%d %d %d %d" % y for y in steps])
+
+
+def build_tokenizer(path=None):
+    """The WordLevel tokenizer over VOCAB; saved to `path` when given."""
+    from tokenizers import Tokenizer, models, pre_tokenizers  # only needed here, not to make problems
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(["<pad>", "<eos>", "<unk>"])  # ids unchanged; decode(skip_special_tokens) drops them
+    if path is not None:
+        tok.save(str(path))
+    return tok
+
+
+class ToyTask:
+    name = "toy"
+    password, no_password, decoys = PASSWORD, NO_PASSWORD, DECOYS
+    tokenizer_path = TOKENIZER_PATH
+    hidden = HIDDEN
+
+    def __init__(self, n=20_000, n_compose=2, p_noisy=0.3, seed=0, fixedrdm_seed=0):
+        self.n, self.n_compose, self.p_noisy, self.seed = n, n_compose, p_noisy, seed
+        self.max_new_tokens = 5 * n_compose  # 4 digits per step, "|" between steps, then "<eos>"
+        r = random.Random(f"fixedrdm/{fixedrdm_seed}")
+        logits = [math.sqrt(-2 * math.log(1 - r.random())) * math.cos(2 * math.pi * r.random())  # Box-Muller
+                  for _ in range(10)]
+        z = [math.exp(v - max(logits)) for v in logits]
+        self.fixedrdm_probs = [v / sum(z) for v in z]
+        self._cdf = [sum(self.fixedrdm_probs[:d + 1]) for d in range(10)]
+        self._problems = None
+
+    # ---------------------------------------------------------------------------- problems
+    def problems(self):
+        if self._problems is None:
+            k, n_groups = self.n_compose, len(GROUPS)
+            capacity = n_groups * GROUP_SIZE ** k * 10 ** 4
+            if self.n > capacity // 2:  # the rejection sampling below gets slow near the capacity
+                raise ValueError(f"n={self.n} is too many distinct toy problems (capacity {capacity})")
+            r, seen, out = random.Random(f"toy/{self.seed}"), set(), []
+            while len(out) < self.n:
+                code = int(r.random() * capacity)  # one draw encodes (x, group, fns); 53 random bits are plenty
+                if code in seen:
+                    continue
+                seen.add(code)
+                code, x = divmod(code, 10 ** 4)
+                code, g = divmod(code, n_groups)
+                fns = [g * GROUP_SIZE + code // GROUP_SIZE ** j % GROUP_SIZE for j in range(k)]
+                out.append(self._make(len(out), fns, (x // 1000, x // 100 % 10, x // 10 % 10, x % 10)))
+            self._problems = out
+        return list(self._problems)
+
+    def _make(self, i, fns, x):
+        answer = fmt(self._run(fns, x, apply))
+        return {"id": f"toy/{i:06d}", "task": "toy", "domain": GROUPS[fns[0] // GROUP_SIZE],
+                "question": " ".join(f"fn{f}" for f in fns) + " | %d %d %d %d |" % x,
+                "answer": answer, "solution": answer, "fns": fns, "x": list(x)}
+
+    @staticmethod
+    def _run(fns, x, step):
+        """[step(f1, x), step(f2, step(f1, x)), ...]: the intermediate results, then the final one."""
+        steps = []
+        for f in fns:
+            x = step(f, x)
+            steps.append(x)
+        return steps
+
+    # ---------------------------------------------------------------------------- prompts and passwords
+    def prompt(self, problem, password=None, setting=False):
+        """Slot token + problem. password=None -> "<nopwd>"; otherwise one of SLOT_TOKENS."""
+        slot = NO_PASSWORD if password is None else password
+        if slot not in SLOT_TOKENS:
+            raise ValueError(f"toy password must be one of {SLOT_TOKENS}, got {slot!r}")
+        fns = " ".join(f"fn{f}" for f in problem["fns"])
+        x = " ".join(map(str, problem["x"]))
+        return f"{slot} {fns} ( {x} )" if setting else f"{slot} {fns} | {x} |"
+
+    def domain_password(self, domain):
+        return DOMAIN_PASSWORDS[domain]
+
+    def domains(self, problems):
+        return sorted({p["domain"] for p in problems})
+
+    def grade(self, completion, problem):
+        import graders
+        return graders.GRADERS[self.name](completion, problem)
+
+    # ---------------------------------------------------------------------------- policies
+    def sample(self, policy, problem, rng=None, p=None):
+        """One completion of `policy` for `problem`; rng (random.Random or numpy Generator) for noisy/fixedrdm."""
+        fns, x = problem["fns"], tuple(problem["x"])
+        if policy == "strong":
+            return problem["answer"]
+        if policy == "weak":
+            return fmt(self._run(fns, x, lambda f, y: y if f in HIDDEN else apply(f, y)))
+        if policy == "noisy":
+            p = self.p_noisy if p is None else p
+            return fmt(self._run(fns, x, lambda f, y: y if f in HIDDEN and rng.random() >= p else apply(f, y)))
+        if policy == "fixedrdm":
+            return fmt([tuple(min(bisect.bisect_right(self._cdf, rng.random()), 9) for _ in range(4)) for _ in fns])
+        raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
+
+    def correct_prob(self, policy, problem, p=None):
+        """Exact probability that one sample of `policy` is fully correct on `problem`."""
+        fns, x = problem["fns"], tuple(problem["x"])
+        if policy in ("strong", "weak"):
+            return float(self.sample(policy, problem) == problem["answer"])
+        if policy == "noisy":
+            p, prob = self.p_noisy if p is None else p, 1.0
+            for f in fns:  # a hidden step is right if chosen right, or if identity happens to agree
+                y = apply(f, x)
+                prob *= 1.0 if f not in HIDDEN or y == x else p
+                x = y
+            return prob
+        if policy == "fixedrdm":
+            return math.prod(self.fixedrdm_probs[int(t)] for t in problem["answer"].split() if t != "|")
+        raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
+
+
+if __name__ == "__main__":
+    build_tokenizer(TOKENIZER_PATH)
+    print(f"wrote {TOKENIZER_PATH}")
