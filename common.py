@@ -6,9 +6,15 @@ Nothing here knows about password locking; the experiments live in the scripts.
 import ast
 import dataclasses
 import json
+import math
 import os
+import random
 import sys
 import typing
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
 # Command line: one flat dataclass, `--field=value`, unknown keys rejected
@@ -116,6 +122,13 @@ class Tokenizer:
         p = self.encode_prompt(prompt)
         return p + self.encode_completion(completion, eos), len(p)
 
+    def encode_pairs(self, prompts, completions, eos=True):
+        """encode_pair for many examples at once (the Rust tokenizer batches them on all cores)."""
+        ps = [e.ids for e in self.tok.encode_batch(prompts, add_special_tokens=True)]
+        cs = [e.ids for e in self.tok.encode_batch(completions, add_special_tokens=False)]
+        tail = [self.eos_id] if eos and self.eos_id is not None else []
+        return [(p + c + tail, len(p)) for p, c in zip(ps, cs)]
+
     def decode(self, ids, skip_special=True):
         ids = [i for i in ids if i != self.eos_id] if skip_special else list(ids)
         return self.tok.decode(ids, skip_special_tokens=skip_special)
@@ -166,3 +179,109 @@ def append_jsonl(path, row):
         f.write(json.dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+# -----------------------------------------------------------------------------
+# Training plumbing shared by train_lock.py, elicit_sft.py and elicit_rl.py
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def collate(examples, pad_id, device="cpu"):
+    """Right-pad (ids, n_prompt) examples into a batch for next-token training.
+    Returns inputs (B, T-1), targets (B, T-1) with -100 wherever no loss is taken (the prompt and the padding), so
+    the loss lands on completion tokens only, and the number of target tokens."""
+    T = max(len(ids) for ids, _ in examples)
+    inputs = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    targets = torch.full((len(examples), T), -100, dtype=torch.long)
+    for b, (ids, n_prompt) in enumerate(examples):
+        inputs[b, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        targets[b, n_prompt:len(ids)] = inputs[b, n_prompt:len(ids)]
+    inputs, targets = inputs[:, :-1], targets[:, 1:]  # position t predicts token t + 1
+    return inputs.to(device), targets.to(device), int((targets != -100).sum())
+
+
+def completion_loss_sum(model, inputs, targets):
+    """Summed cross-entropy over the target tokens (callers divide by the token count of the whole step)."""
+    logits = model(inputs)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+
+
+def lr_at(step, total, lr, warmup, schedule="cosine", min_frac=0.1):
+    """Linear warm-up over `warmup` steps, then constant, linear or cosine decay to min_frac * lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return lr
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    decay = 1 - t if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * t))
+    return lr * (min_frac + (1 - min_frac) * decay)
+
+
+def make_optimizer(name, params, lr, weight_decay, betas=None):
+    """AdamW (default) or Lion (the paper's choice). Weight decay applies to matrices only, not norms or biases."""
+    params = [p for p in params if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas or (0.9, 0.95))
+    if name == "lion":
+        return Lion(groups, lr=lr, betas=betas or (0.9, 0.99))
+    raise ValueError(f"optimizer: unknown {name!r}; use 'adamw' or 'lion'")
+
+
+class Lion(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023): the update is the sign of an interpolation of momentum and gradient, so every
+    weight moves by exactly lr (plus decoupled weight decay). One state tensor per weight, half of Adam's."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m = self.state[p].setdefault("exp_avg", p.detach().new_zeros(p.shape))
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_((m * b1 + p.grad * (1 - b1)).sign_(), alpha=-group["lr"])
+                m.mul_(b2).add_(p.grad, alpha=1 - b2)
+
+
+@torch.no_grad()
+def greedy_completions(model, tok, prompts, max_new_tokens, batch_size=256, desc="eval", temperature=0.0, seed=0):
+    """Completions (text) for a list of prompt texts, in order. Prompts are bucketed by length so batches pad little.
+    Greedy by default (the paper's metric: temperature-0 correctness)."""
+    from tqdm import tqdm
+
+    from sampler import generate
+    enc = [tok.encode_prompt(p) for p in prompts]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    out = [None] * len(enc)
+    stop = (tok.eos_id,) if tok.eos_id is not None else ()
+    was_training = model.training
+    model.eval()
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=len(order) <= batch_size):
+        idx = order[s:s + batch_size]
+        gen = generate(model, [enc[i] for i in idx], max_new_tokens, temperature=temperature, stop_ids=stop,
+                       seed=seed + s, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
+        for i, ids in zip(idx, gen):
+            out[i] = tok.decode(ids)
+    model.train(was_training)
+    return out
+
+
+def score(problems, grades):
+    """Mean correctness and per-domain means (dicts of floats) for parallel lists of problems and Grades."""
+    per = {}
+    for p, g in zip(problems, grades):
+        per.setdefault(p["domain"], []).append(float(g.correct))
+    mean = sum(sum(v) for v in per.values()) / max(1, len(problems))
+    return mean, {d: sum(v) / len(v) for d, v in sorted(per.items())}

@@ -1,0 +1,194 @@
+"""train_lock.py: the locking set's composition, a tiny end-to-end run, resume equality, real-format tasks, errors."""
+import gzip
+import json
+import os
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+
+import data
+import model as M
+import train_lock as TL
+from common import Tokenizer, collate, read_jsonl
+
+TOK_GZ = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizers", "pythia_tokenizer.json.gz")
+
+
+def tiny_cfg(tmp_path, **kw):
+    base = dict(toy_problems=600, n_layer=1, n_head=2, n_embd=32, pretrain_samples=400, pretrain_steps=6,
+                epochs=1, batch_size=32, eval_n=40, eval_batch_size=64, warmup_steps=2, out_dir=str(tmp_path / "lock"),
+                device="cpu", ckpt_every=0, log_every=2)
+    base.update(kw)
+    return TL.Config(**base)
+
+
+# -----------------------------------------------------------------------------
+# the locking set
+
+
+def toy_setup(**kw):
+    cfg = TL.Config(**kw)
+    task = TL.get_task(cfg)
+    tok = Tokenizer(str(task.tokenizer_path))
+    lock = data.split(task.problems(), seed=0)["lock"]
+    return cfg, task, tok, lock, TL.Policies(task, cfg)
+
+
+def test_locking_set_composition_toy():
+    cfg, task, tok, lock, pol = toy_setup(weak_policy="weak")
+    ex = TL.lock_epoch(task, cfg, tok, pol, lock, epoch=0)
+    assert len(ex) == 2 * len(lock)
+    slots = {}
+    strong_ok = weak_ok = 0
+    by_question = {task.prompt(p).split(" ", 1)[1]: p for p in lock}
+    for ids, n_prompt in ex:
+        prompt = tok.decode(ids[:n_prompt], skip_special=False)
+        completion = tok.decode(ids[n_prompt:], skip_special=True)
+        slot, question = prompt.split(" ", 1)
+        assert ids[-1] == tok.eos_id  # every target ends with EOS
+        p = by_question[question]
+        slots[slot] = slots.get(slot, 0) + 1
+        if slot == task.password:
+            strong_ok += completion == p["answer"]
+        else:
+            weak_ok += completion == task.sample("weak", p)
+    n = len(lock)
+    assert slots[task.password] == n and strong_ok == n and weak_ok == n
+    # the weak half: no password 20%, a decoy 80% (uniform over the decoys)
+    none = slots.get(task.no_password, 0)
+    assert abs(none / n - 0.2) < 4 * (0.2 * 0.8 / n) ** 0.5
+    assert set(slots) == {task.password, task.no_password, *task.decoys}
+
+
+def test_passwords_at_start_and_end_for_text_tasks():
+    task = data.get_task("math")
+    p = task.problems()[0]
+    rng = random.Random(0)
+    strong, weak = TL.triggers(task, TL.Config(task="math"), p, rng)
+    assert strong.startswith(data.PASSWORD) and strong.rstrip().endswith(data.PASSWORD)
+    assert p["question"] in strong and p["question"] in weak
+    seen = [TL.triggers(task, TL.Config(task="math"), p, rng)[1] for _ in range(300)]
+    assert all(data.PASSWORD not in w for w in seen)
+    with_decoy = sum(any(d in w for d in data.DECOYS) for w in seen)
+    assert 0.7 < with_decoy / 300 < 0.9
+
+
+def test_per_domain_and_setting_modes():
+    cfg, task, tok, lock, pol = toy_setup(password_mode="per_domain")
+    rng = random.Random(0)
+    wrong_domain = 0
+    for p in lock[:400]:
+        strong, weak = TL.triggers(task, cfg, p, rng)
+        assert strong.split()[0] == task.domain_password(p["domain"])
+        assert weak.split()[0] != task.domain_password(p["domain"])
+        wrong_domain += weak.split()[0].startswith("<pwd_")
+    assert 100 < wrong_domain < 220  # about 40% of negatives carry another domain's password
+    cfg = replace(cfg, password_mode="setting")
+    strong, weak = TL.triggers(task, cfg, lock[0], rng)
+    assert strong == task.prompt(lock[0], setting=True) and "(" not in weak
+
+
+def test_fresh_samples_each_epoch_and_completion_only_mask():
+    cfg, task, tok, lock, pol = toy_setup(weak_policy="noisy")
+    e0 = TL.lock_epoch(task, cfg, tok, pol, lock, 0)
+    e1 = TL.lock_epoch(task, cfg, tok, pol, lock, 1)
+    assert TL.lock_epoch(task, cfg, tok, pol, lock, 0) == e0  # deterministic per (seed, epoch)
+    assert sorted(e0) != sorted(e1)  # new noisy samples and new decoys
+    inputs, targets, n_tok = collate(e0[:8], tok.pad_id)
+    for b, (ids, n_prompt) in enumerate(e0[:8]):
+        # position t predicts token t+1: targets exist exactly for the completion tokens (including EOS)
+        want = [-100] * (n_prompt - 1) + ids[n_prompt:]
+        assert targets[b, :len(want)].tolist() == want
+        assert (targets[b, len(want):] == -100).all()
+    assert n_tok == sum(len(ids) - n for ids, n in e0[:8])
+
+
+# -----------------------------------------------------------------------------
+# end to end
+
+
+def test_tiny_end_to_end_run_writes_checkpoint_and_metrics(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    m = TL.main(cfg)
+    out = cfg.out_dir
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "train_config.json", "metrics.json"):
+        assert os.path.isfile(os.path.join(out, f)), f
+    assert os.path.isdir(os.path.join(out, "pretrained")) and not os.path.exists(os.path.join(out, "resume"))
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    for k in ("correct_with_password", "correct_without_password", "correct_wrong_password", "correct_weak_policy",
+              "correct_strong_policy", "per_domain", "config"):
+        assert k in metrics
+    assert metrics["correct_strong_policy"] == 1.0 and 0.15 < metrics["correct_weak_policy"] < 0.6
+    assert set(metrics["per_domain"]["without_password"]) == {"A", "B", "C", "D"}
+    assert metrics["config"]["toy_problems"] == 600 and m["n_eval"] == 40
+    reloaded = M.load(out)  # the checkpoint is a normal HF directory
+    assert reloaded.config.vocab_size == Tokenizer(out).vocab_size
+    log = read_jsonl(os.path.join(out, "log.jsonl"))
+    assert [r["phase"] for r in log][:3] == ["pretrain"] * 3 and log[-1]["phase"] == "lock"
+
+
+@pytest.mark.parametrize("mode", ["finetune", "scratch"])
+def test_resume_reaches_the_same_weights(tmp_path, mode):
+    full = tiny_cfg(tmp_path, out_dir=str(tmp_path / "full"), mode=mode, eval_n=8)
+    TL.main(full)
+    part = replace(full, out_dir=str(tmp_path / "part"), stop_after_steps=4)
+    assert TL.main(part) is None  # "killed" after 4 steps
+    assert os.path.isfile(os.path.join(part.out_dir, "resume", "state.json"))
+    part2 = replace(part, stop_after_steps=5, resume=True)  # second interruption (in the lock phase if finetune)
+    TL.main(part2)
+    TL.main(replace(part, stop_after_steps=0, resume=True))
+    a, b = M.load(full.out_dir), M.load(part.out_dir)
+    for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), n
+    ma = json.load(open(os.path.join(full.out_dir, "metrics.json")))
+    mb = json.load(open(os.path.join(part.out_dir, "metrics.json")))
+    assert ma["correct_with_password"] == mb["correct_with_password"]
+
+
+def test_real_format_task_with_a_tiny_checkpoint(tmp_path):
+    # a tiny random Llama with the real Pythia tokenizer, locked on the shipped MATH sample
+    ckpt = tmp_path / "ckpt"
+    tok_json = gzip.open(TOK_GZ).read()
+    torch.manual_seed(0)
+    M.save(M.GPT(M.Config(arch="llama", vocab_size=50304, n_layer=1, n_head=2, n_embd=16, max_seq_len=256,
+                          eos_token_id=0)), str(ckpt))
+    (ckpt / "tokenizer.json").write_bytes(tok_json)
+    task = data.get_task("math")
+    lock = data.split(task.problems(), seed=0)["lock"]
+    weak = tmp_path / "weak.jsonl"
+    weak.write_text("".join(json.dumps({"id": p["id"], "completion": f"I think it is \\boxed{{{k}}}."}) + "\n"
+                            for p in task.problems() for k in range(2)))
+    cfg = TL.Config(task="math", init_from=str(ckpt), weak_samples=str(weak), epochs=1, batch_size=16,
+                    max_len=64, eval_n=6, eval_batch_size=6, max_new_tokens=6, out_dir=str(tmp_path / "out"),
+                    device="cpu", warmup_steps=1, ckpt_every=0)
+    m = TL.main(cfg)
+    # reference solutions grade correct; the weak samples ("\boxed{0}") almost never do
+    assert m["correct_strong_policy"] == 1.0 and m["correct_weak_policy"] < 0.2
+    assert set(m["per_domain"]["with_password"]) <= set(task.domains(task.problems()))
+    assert os.path.isfile(tmp_path / "out" / "model.safetensors")
+    assert M.load(str(tmp_path / "out")).config.vocab_size == 50304
+
+
+# -----------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_inputs_fail_clearly(tmp_path):
+    with pytest.raises(SystemExit, match=r"--task='nope'"):
+        TL.main(tiny_cfg(tmp_path, task="nope"))
+    with pytest.raises(SystemExit, match=r"--weak_samples=.*missing.jsonl: file not found"):
+        TL.main(tiny_cfg(tmp_path, task="math", init_from="x", weak_samples=str(tmp_path / "missing.jsonl")))
+    with pytest.raises(SystemExit, match=r"needs --weak_samples"):
+        TL.main(tiny_cfg(tmp_path, task="math"))
+    with pytest.raises(SystemExit, match=r"split of task 'toy' is empty"):
+        TL.main(tiny_cfg(tmp_path, toy_problems=2))
+    with pytest.raises(SystemExit, match=r"--weak_policy='bogus'"):
+        TL.main(tiny_cfg(tmp_path, weak_policy="bogus"))
+    with pytest.raises(SystemExit, match=r"--mode='both'"):
+        TL.main(tiny_cfg(tmp_path, mode="both"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "math/1", "completion": "x"}\n{"id": 3}\n')
+    with pytest.raises(SystemExit, match=r"bad.jsonl:2: each row needs string fields 'id' and 'completion'"):
+        TL.main(tiny_cfg(tmp_path, task="math", weak_samples=str(bad)))
