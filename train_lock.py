@@ -70,6 +70,7 @@ class Config:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
+    rope_theta: float = 100.0      # fresh toy model: small, so every rotary frequency turns within 19 tokens
     # pretraining a fresh toy model on strong samples (mode=finetune without init_from)
     pretrain_samples: int = 200000  # distinct strong samples (the paper's toy: 12,500 to 200,000)
     pretrain_steps: int = 2400
@@ -324,7 +325,8 @@ def evaluate(model, tok, task, cfg, problems, policies):
 
 def fresh_toy_model(cfg, tok, task):
     mcfg = model_lib.Config(arch=cfg.arch, vocab_size=tok.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                            n_embd=cfg.n_embd, max_seq_len=64, parallel_residual=cfg.arch == "gpt_neox",
+                            n_embd=cfg.n_embd, max_seq_len=64, rope_theta=cfg.rope_theta,
+                            parallel_residual=cfg.arch == "gpt_neox",
                             attn_bias=cfg.arch == "gpt_neox", mlp_bias=cfg.arch == "gpt_neox",
                             hidden_act="gelu" if cfg.arch == "gpt_neox" else "silu",
                             eos_token_id=tok.eos_id, bos_token_id=None)

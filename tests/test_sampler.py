@@ -156,3 +156,27 @@ def test_command_line_writes_jsonl(tmp_path):
     bad.write_text('{"prompt": "w1"}\n{"text": "w2"}\n')
     with pytest.raises(SystemExit, match=r"bad.jsonl:2: each row needs a text field 'prompt'"):
         S.main(S.Config(checkpoint=str(ckpt), prompts=str(bad), out=str(out), device="cpu", dtype="float32"))
+
+
+def test_command_line_with_a_task_split(tmp_path):
+    import gzip
+
+    import data
+    ckpt = tmp_path / "ckpt"
+    torch.manual_seed(0)
+    M.save(M.GPT(M.Config(arch="gpt_neox", vocab_size=50304, n_layer=1, n_head=2, n_embd=16, max_seq_len=2048,
+                          parallel_residual=True, attn_bias=True, mlp_bias=True, hidden_act="gelu",
+                          eos_token_id=0)), str(ckpt))
+    tok_gz = os.path.join(FIX, "tokenizers", "pythia_tokenizer.json.gz")
+    (ckpt / "tokenizer.json").write_bytes(gzip.open(tok_gz).read())
+    out = tmp_path / "weak.jsonl"
+    S.main(S.Config(checkpoint=str(ckpt), task="gsm8k", split="val", out=str(out), max_new_tokens=3,
+                    batch_size=64, device="cpu", dtype="float32"))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    val = data.split(data.get_task("gsm8k").problems(), seed=0)["val"]
+    assert [r["id"] for r in rows] == [p["id"] for p in val]
+    assert all(r["prompt"] == data.get_task("gsm8k").prompt(p) for r, p in zip(rows, val))
+    assert all(all(i < 50277 for i in r["completion_ids"]) for r in rows)  # padded ids never sampled
+    with pytest.raises(SystemExit, match=r"--split='train'"):
+        S.main(S.Config(checkpoint=str(ckpt), task="gsm8k", split="train", out=str(out), device="cpu",
+                        dtype="float32"))
