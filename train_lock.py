@@ -70,13 +70,14 @@ class Config:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
-    rope_theta: float = 100.0      # fresh toy model: small, so every rotary frequency turns within 19 tokens
+    mlp_dim: int = 0               # fresh toy model: MLP hidden size; 0 = the family's default
+    rope_theta: float = 10000.0    # fresh toy model (100 was tried for the toy: no faster)
     # pretraining a fresh toy model on strong samples (mode=finetune without init_from)
     pretrain_samples: int = 200000  # distinct strong samples (the paper's toy: 12,500 to 200,000)
-    pretrain_steps: int = 2400
+    pretrain_steps: int = 1000
     pretrain_lr: float = 1e-3
     # locking
-    epochs: int = 6                # passes over the lock split (each pass: every problem twice, strong and weak)
+    epochs: int = 2                # passes over the lock split (each pass: every problem twice, strong and weak)
     lr: float = 5e-4
     optimizer: str = "adamw"       # adamw or lion (the paper's; use a ~10x smaller lr)
     weight_decay: float = 0.01
@@ -325,7 +326,8 @@ def evaluate(model, tok, task, cfg, problems, policies):
 
 def fresh_toy_model(cfg, tok, task):
     mcfg = model_lib.Config(arch=cfg.arch, vocab_size=tok.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                            n_embd=cfg.n_embd, max_seq_len=64, rope_theta=cfg.rope_theta,
+                            n_embd=cfg.n_embd, intermediate_size=cfg.mlp_dim, max_seq_len=64,
+                            rope_theta=cfg.rope_theta,
                             parallel_residual=cfg.arch == "gpt_neox",
                             attn_bias=cfg.arch == "gpt_neox", mlp_bias=cfg.arch == "gpt_neox",
                             hidden_act="gelu" if cfg.arch == "gpt_neox" else "silu",

@@ -1,9 +1,14 @@
 """The toy task of paper §7: compose fixed random functions on 4-digit sequences.
 
 The world
-1. 32 functions fn0..fn31, each mapping a sequence of 4 digits to 4 digits: a fixed permutation of the 4
-   positions followed by a fixed bijection of the digits 0-9, `f(x)[j] = digit_map[x[perm[j]]]`. So every
-   function is a bijection on the 10^4 sequences. The table is drawn once from TABLE_SEED with our own
+1. 32 simple functions fn0..fn31, each mapping a sequence of 4 digits to 4 digits, of two kinds (after the
+   two function families of Ramesh et al. 2023, which the paper's toy adapts): even-numbered functions are
+   digit bijections applied to each position, odd-numbered ones permute the 4 positions. In one formula,
+   `f(x)[j] = digit_map[x[perm[j]]]` with perm the identity for the first kind and digit_map the identity for
+   the second. So every function is a bijection on the 10^4 sequences, and each group (below) holds four of
+   each kind. (A first version made every function a permutation AND a digit bijection; a RoPE model without
+   absolute positions needed 3x more steps to learn it than the 5-minute CPU budget allows, while this
+   version is learned in under 1,000 steps of batch 64.) The table is drawn once from TABLE_SEED with our own
    Fisher-Yates over `random.Random.random()` (the one stream Python promises never to change), so it is the
    same on every machine and version; tests pin a checksum of it.
 2. The functions fall into 4 groups of 8 ("A": fn0-fn7, "B": fn8-fn15, "C": fn16-fn23, "D": fn24-fn31).
@@ -12,7 +17,7 @@ The world
    fn8-11, fn16-19, fn24-27.
 3. Text format, one token per whitespace-separated word (18 tokens for n_compose=2):
        prompt      <slot> fn9 fn14 | 1 6 1 8 |
-       completion  8 6 7 6 | 4 3 3 9              (fn9(x), then fn14(fn9(x)), separated by "|")
+       completion  8 1 6 1 | 4 8 3 8              (fn9(x), then fn14(fn9(x)), separated by "|")
    <slot> is a single token: "<pwd>" (the password), "<nopwd>" (no password), a decoy "<d0>".."<d7>",
    or a per-domain password "<pwd_A>".."<pwd_D>". The setting trigger (`setting=True`) writes the same
    problem in another notation, `<slot> fn9 fn14 ( 1 6 1 8 )`; the completion is unchanged.
@@ -62,6 +67,9 @@ TOKENIZER_PATH = Path(__file__).with_name("toy_tokenizer.json")
 POLICIES = ("strong", "weak", "noisy", "fixedrdm")
 
 
+IDENTITY_PERM, IDENTITY_MAP = (0, 1, 2, 3), tuple(range(10))
+
+
 def permutation(r, n):
     """Fisher-Yates driven only by r.random(), whose stream Python guarantees across versions."""
     p = list(range(n))
@@ -72,9 +80,17 @@ def permutation(r, n):
 
 
 def function_table(seed=TABLE_SEED):
-    """[(perm, digit_map)] for fn0..fn31: f(x)[j] = digit_map[x[perm[j]]]."""
+    """[(perm, digit_map)] for fn0..fn31: f(x)[j] = digit_map[x[perm[j]]]. Even-numbered functions are digit
+    bijections (perm is the identity), odd-numbered ones are permutations of the 4 positions (digit_map is the
+    identity); neither kind is ever the identity function itself."""
     r = random.Random(seed)
-    return [(tuple(permutation(r, 4)), tuple(permutation(r, 10))) for _ in range(N_FNS)]
+    table = []
+    for f in range(N_FNS):
+        perm, digit_map = tuple(permutation(r, 4)), tuple(permutation(r, 10))
+        while f % 2 == 1 and perm == IDENTITY_PERM or f % 2 == 0 and digit_map == IDENTITY_MAP:
+            perm, digit_map = tuple(permutation(r, 4)), tuple(permutation(r, 10))
+        table.append((IDENTITY_PERM, digit_map) if f % 2 == 0 else (perm, IDENTITY_MAP))
+    return table
 
 
 TABLE = function_table()

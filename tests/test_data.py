@@ -110,9 +110,14 @@ def test_domain_passwords_distinct(name):
 # ------------------------------------------------------------------------------------------ toy task
 def test_toy_table_stable_and_bijective():
     digest = hashlib.sha256(json.dumps(toy.function_table()).encode()).hexdigest()[:16]
-    assert digest == "75dbaa67960bb875"  # the function table must never change
+    assert digest == "df2d74b44f3536ac"  # the function table must never change
     assert toy.TABLE == toy.function_table()
-    assert toy.TABLE[0] == ((3, 0, 1, 2), (9, 1, 4, 2, 7, 0, 3, 8, 6, 5))
+    assert toy.TABLE[0] == ((0, 1, 2, 3), (9, 1, 4, 2, 7, 0, 3, 8, 6, 5))
+    for f, (perm, digit_map) in enumerate(toy.TABLE):  # even: digit bijection; odd: permutation; never identity
+        if f % 2 == 0:
+            assert perm == (0, 1, 2, 3) and digit_map != tuple(range(10))
+        else:
+            assert perm != (0, 1, 2, 3) and digit_map == tuple(range(10))
     inputs = [(a, b, c, d) for a in range(10) for b in range(10) for c in range(10) for d in range(10)]
     for f in range(toy.N_FNS):
         assert len({toy.apply(f, x) for x in inputs}) == 10 ** 4
@@ -121,8 +126,8 @@ def test_toy_table_stable_and_bijective():
 
 def test_toy_strong_answers_by_hand(toy_task, toy_problems):
     pinned = {"fns": [9, 14], "x": [1, 6, 1, 8]}  # the example in data/toy.py's docstring
-    assert by_hand(pinned["fns"], pinned["x"]) == "8 6 7 6 | 4 3 3 9"
-    assert toy_task.sample("strong", dict(pinned, answer="8 6 7 6 | 4 3 3 9")) == "8 6 7 6 | 4 3 3 9"
+    assert by_hand(pinned["fns"], pinned["x"]) == "8 1 6 1 | 4 8 3 8"
+    assert toy_task.sample("strong", dict(pinned, answer="8 1 6 1 | 4 8 3 8")) == "8 1 6 1 | 4 8 3 8"
     for p in toy_problems[:500]:
         assert p["answer"] == p["solution"] == by_hand(p["fns"], p["x"])
         assert toy_task.sample("strong", p) == p["answer"]
@@ -172,7 +177,8 @@ def test_toy_noisy(toy_task, toy_problems):
     both = [p for p in toy_problems if set(p["fns"]) <= toy.HIDDEN]  # two hidden steps: right with p^2
     expected = np.mean([toy_task.correct_prob("noisy", p) for p in both])
     got = np.mean([toy_task.sample("noisy", p, rng) == p["answer"] for p in both])
-    assert abs(expected - 0.09) < 0.01 and abs(got - expected) < 5 * math.sqrt(expected / len(both))
+    # 0.3 * 0.3 = 0.09, plus the cases where the identity happens to agree with a permutation (repeated digits)
+    assert abs(expected - 0.09) < 0.02 and abs(got - expected) < 5 * math.sqrt(expected / len(both))
 
 
 def test_toy_fixedrdm(toy_task, toy_problems):
