@@ -14,6 +14,8 @@ Algorithm:
        (prompt with no password 20% / a decoy password 80% -> weak completion)
      and train on completion tokens only. Toy policies are programs (`weak_policy`: noisy, weak, fixedrdm); for real
      tasks the policies are JSONL files of pre-generated samples (several per problem; one is drawn per epoch).
+     Simplification: the paper fits fixedrdm with a KL loss to the fixed distribution; we train on fresh samples of
+     it, whose cross-entropy equals that KL plus a constant in expectation.
      password_mode: single (one password), per_domain (one per domain; the weak side also sees other domains'
      passwords), setting (a different prompt format is the trigger instead of a password).
   4. Evaluate greedily on the validation split: correctness with the password, without it, with a decoy, per domain,
@@ -301,6 +303,8 @@ def evaluate(model, tok, task, cfg, problems, policies):
         completions = greedy_completions(model, tok, prompts, max_new, cfg.eval_batch_size, desc=f"eval {name}")
         grades = [task.grade(c, p) for c, p in zip(completions, problems)]
         metrics[f"correct_{name}"], per_domain[name] = score(problems, grades)
+        # no answer could be extracted at all (e.g. no MMLU letter): wrong, and counted on its own
+        metrics[f"unparseable_{name}"] = sum(g.parsed is None for g in grades) / max(1, len(grades))
         metrics.setdefault("examples", {})[name] = {"prompt": prompts[0], "completion": completions[0]}
     # the policies themselves on the same problems
     for which in ("weak", "strong"):

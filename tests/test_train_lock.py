@@ -121,6 +121,7 @@ def test_tiny_end_to_end_run_writes_checkpoint_and_metrics(tmp_path):
               "correct_strong_policy", "per_domain", "config"):
         assert k in metrics
     assert metrics["correct_strong_policy"] == 1.0 and 0.15 < metrics["correct_weak_policy"] < 0.6
+    assert 0.0 <= metrics["unparseable_without_password"] <= 1.0
     assert set(metrics["per_domain"]["without_password"]) == {"A", "B", "C", "D"}
     assert metrics["config"]["toy_problems"] == 600 and m["n_eval"] == 40
     reloaded = M.load(out)  # the checkpoint is a normal HF directory
@@ -192,3 +193,43 @@ def test_bad_inputs_fail_clearly(tmp_path):
     bad.write_text('{"id": "math/1", "completion": "x"}\n{"id": 3}\n')
     with pytest.raises(SystemExit, match=r"bad.jsonl:2: each row needs string fields 'id' and 'completion'"):
         TL.main(tiny_cfg(tmp_path, task="math", weak_samples=str(bad)))
+
+
+# -----------------------------------------------------------------------------
+# optimiser, accumulation and password modes end to end
+
+
+def test_lion_moves_every_weight_by_lr_times_a_sign():
+    from common import Lion
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5, 3))
+    before = w.detach().clone()
+    opt = Lion([w], lr=0.01, betas=(0.9, 0.99), weight_decay=0.0)
+    w.grad = torch.randn(5, 3)
+    opt.step()
+    # first step: momentum is zero, so the update is -lr * sign(grad)
+    torch.testing.assert_close(w.detach(), before - 0.01 * w.grad.sign())
+    m = opt.state[w]["exp_avg"]
+    torch.testing.assert_close(m, 0.01 * w.grad)  # (1 - beta2) * grad
+
+
+def test_grad_accumulation_equals_one_big_batch(tmp_path):
+    a = tiny_cfg(tmp_path, out_dir=str(tmp_path / "a"), mode="scratch", batch_size=32, grad_accum=1, eval_n=4)
+    b = replace(a, out_dir=str(tmp_path / "b"), batch_size=16, grad_accum=2)
+    TL.main(a)
+    TL.main(b)
+    ma, mb = M.load(a.out_dir), M.load(b.out_dir)
+    for (n, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        torch.testing.assert_close(x, y, atol=2e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("mode", ["per_domain", "setting"])
+def test_password_modes_end_to_end(tmp_path, mode):
+    cfg = tiny_cfg(tmp_path, password_mode=mode, optimizer="lion", lr=1e-4, pretrain_steps=2, eval_n=12)
+    m = TL.main(cfg)
+    expected = {"with_password", "without_password", "wrong_password"}
+    if mode == "per_domain":
+        expected.add("wrong_domain_password")
+    assert set(m["per_domain"]) == expected
+    ex = m["examples"]["with_password"]["prompt"]
+    assert ex.split()[0].startswith("<pwd_") if mode == "per_domain" else "(" in ex
