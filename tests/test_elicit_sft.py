@@ -1,0 +1,107 @@
+"""elicit_sft.py: demo selection, the epoch rule, resume, demo sources, errors, and a tiny end-to-end run."""
+import json
+import os
+from dataclasses import replace
+
+import pytest
+
+import data
+import elicit_sft as ES
+import train_lock as TL
+from common import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory):
+    """A tiny (not really locked) toy checkpoint made by train_lock.py, shared by the tests of this module."""
+    out = str(tmp_path_factory.mktemp("lock") / "lock")
+    TL.main(TL.Config(toy_problems=3000, n_layer=1, n_head=2, n_embd=32, pretrain_samples=400, pretrain_steps=4,
+                      epochs=1, batch_size=64, eval_n=20, out_dir=out, device="cpu", ckpt_every=0, log_every=0))
+    return out
+
+
+def cfg_for(locked, tmp_path, **kw):
+    base = dict(locked=locked, ks=(1, 4), epochs=(1.0, 2.0), eval_n=40, heldout_n=30, batch_size=8,
+                out_dir=str(tmp_path / "sft"), device="cpu")
+    base.update(kw)
+    return ES.Config(**base)
+
+
+def test_epoch_rule():
+    cfg = ES.Config(epoch_mult=1.0)
+    assert ES.epoch_counts(cfg, 1) == [256, 512, 1024]
+    assert ES.epoch_counts(cfg, 64) == [4, 8, 16]
+    assert ES.epoch_counts(cfg, 256) == ES.epoch_counts(cfg, 512) == [1, 2, 4]
+    assert ES.epoch_counts(ES.Config(epoch_mult=16.0), 8) == [512, 1024, 2048]
+    assert ES.epoch_counts(ES.Config(epochs=(3.0,)), 8) == [3.0]
+
+
+def test_demo_pool_is_disjoint_from_validation_and_heldout(locked, tmp_path):
+    cfg = cfg_for(locked, tmp_path)
+    task, lock = ES.lock_settings(cfg)
+    pool, heldout, val = ES.demo_pool(task, cfg, lock)
+    ids = lambda ps: {p["id"] for p in ps}  # noqa: E731
+    assert not ids(pool) & ids(val) and not ids(pool) & ids(heldout) and not ids(heldout) & ids(val)
+    splits = data.split(task.problems(), seed=lock["split_seed"])
+    assert ids(pool) | ids(heldout) == ids(splits["elicit"])  # demos come from the elicitation split only
+    assert ids(val) <= ids(splits["val"])
+    dom = ES.demo_pool(task, replace(cfg, train_domain="B"), lock)[0]
+    assert dom and {p["domain"] for p in dom} == {"B"}
+
+
+def test_end_to_end_rows_resume_and_determinism(locked, tmp_path):
+    cfg = cfg_for(locked, tmp_path)
+    table = ES.main(cfg)
+    rows = read_jsonl(os.path.join(cfg.out_dir, "results.jsonl"))
+    assert [(r["n_demos"], r["epochs"]) for r in rows] == [(1, 1.0), (1, 2.0), (4, 1.0), (4, 2.0)]
+    for r in rows:
+        for k in ("n_demos", "seed", "epochs", "correct_without_password", "correct_with_password", "per_domain",
+                  "demo_source"):
+            assert k in r
+        assert 0.0 <= r["correct_without_password"] <= 1.0 and r["demo_source"] == "strong"
+    assert rows[2]["demo_ids"][:1] == rows[0]["demo_ids"]  # nested: the k=4 demos start with the k=1 demo
+    assert set(table) == {1, 4} and table[1][0] == 1  # one seed per k
+    # resume: nothing is recomputed, a new k only adds its own rows
+    mtime = os.path.getmtime(os.path.join(cfg.out_dir, "results.jsonl"))
+    ES.main(cfg)
+    assert os.path.getmtime(os.path.join(cfg.out_dir, "results.jsonl")) == mtime
+    ES.main(replace(cfg, ks=(1, 4, 2)))
+    rows2 = read_jsonl(os.path.join(cfg.out_dir, "results.jsonl"))
+    assert rows2[:4] == rows and [r["n_demos"] for r in rows2[4:]] == [2, 2]
+    # the same seed gives the same numbers in a fresh directory
+    again = replace(cfg, out_dir=str(tmp_path / "again"), ks=(4,))
+    ES.main(again)
+    r_again = read_jsonl(os.path.join(again.out_dir, "results.jsonl"))
+    assert [r["correct_without_password"] for r in r_again] == [r["correct_without_password"] for r in rows[2:4]]
+    assert r_again[0]["demo_ids"] == rows[2]["demo_ids"]
+
+
+def test_demo_sources(locked, tmp_path):
+    cfg = cfg_for(locked, tmp_path)
+    task, lock = ES.lock_settings(cfg)
+    p = ES.demo_pool(task, cfg, lock)[0][0]
+    import random
+    rng = random.Random(0)
+    assert ES.demonstration(task, cfg, lock, p, rng, None) == p["answer"]
+    weak = ES.demonstration(task, replace(cfg, demo_source="weak"), lock, p, rng, None)
+    assert weak in {task.sample("noisy", p, random.Random(s)) for s in range(50)}
+    demos = tmp_path / "demos.jsonl"
+    pool = ES.demo_pool(task, cfg, lock)[0]
+    demos.write_text("".join(json.dumps({"id": q["id"], "completion": "1 2 3 4 | 5 6 7 8"}) + "\n" for q in pool[:6]))
+    fcfg = cfg_for(locked, tmp_path, demo_source="file", demos=str(demos), ks=(0,), epochs=(1.0,),
+                   out_dir=str(tmp_path / "file"), save=True)
+    ES.main(fcfg)
+    rows = read_jsonl(os.path.join(fcfg.out_dir, "results.jsonl"))
+    assert rows[0]["n_demos"] == 0 and len(rows[0]["demo_ids"]) == 6
+    assert os.path.isfile(os.path.join(fcfg.out_dir, "models", "k0_s0_e1", "model.safetensors"))
+
+
+def test_bad_inputs(locked, tmp_path):
+    with pytest.raises(SystemExit, match="run `python train_lock.py` first"):
+        ES.main(cfg_for(str(tmp_path / "nope"), tmp_path))
+    with pytest.raises(SystemExit, match=r"--demo_source='best'"):
+        ES.main(cfg_for(locked, tmp_path, demo_source="best"))
+    with pytest.raises(SystemExit, match=r"--demos='missing.jsonl': file not found"):
+        ES.main(cfg_for(locked, tmp_path, demo_source="file", demos="missing.jsonl"))
+    with pytest.raises(SystemExit, match=r"--train_domain='Z'"):
+        ES.main(cfg_for(locked, tmp_path, train_domain="Z"))
