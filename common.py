@@ -268,7 +268,7 @@ def greedy_completions(model, tok, prompts, max_new_tokens, batch_size=256, desc
     stop = (tok.eos_id,) if tok.eos_id is not None else ()
     was_training = model.training
     model.eval()
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=len(order) <= batch_size):
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=len(order) <= 4 * batch_size):
         idx = order[s:s + batch_size]
         gen = generate(model, [enc[i] for i in idx], max_new_tokens, temperature=temperature, stop_ids=stop,
                        seed=seed + s, vocab_size=tok.vocab_size, pad_id=tok.pad_id)

@@ -324,6 +324,13 @@ def main(cfg):
     for k, (n, pm, pse, hm, hse) in table.items():
         gap = (pm - lo) / (hi - lo) if hi > lo else float("nan")
         print(f"{k:5d} {n:5d} {pm:11.3f} ± {pse:.3f} {hm:12.3f} ± {hse:.3f} {gap:13.0%}")
+    if cfg.train_domain:  # cross-domain generalisation: the demos' domain against every other, best epochs
+        print(f"{'k':>5s} {'in domain ' + cfg.train_domain:>14s} {'other domains':>14s}")
+        for k in table:
+            runs = [r for r in mine if r["n_demos"] == k]
+            best = max(runs, key=lambda r: r["correct_without_password"])["per_domain"]["without_password"]
+            other = [v for d, v in best.items() if d != cfg.train_domain]
+            print(f"{k:5d} {best.get(cfg.train_domain, float('nan')):14.3f} {sum(other) / max(1, len(other)):14.3f}")
     print(f"wall clock {time.time() - t0:.0f}s")
     if cfg.plot and table:
         plot(table, lo, hi, os.path.join(cfg.out_dir, "sft.png"))

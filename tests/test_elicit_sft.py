@@ -105,3 +105,32 @@ def test_bad_inputs(locked, tmp_path):
         ES.main(cfg_for(locked, tmp_path, demo_source="file", demos="missing.jsonl"))
     with pytest.raises(SystemExit, match=r"--train_domain='Z'"):
         ES.main(cfg_for(locked, tmp_path, train_domain="Z"))
+
+
+def test_cross_domain_summary_and_plot_flag(locked, tmp_path, capsys, monkeypatch):
+    cfg = cfg_for(locked, tmp_path, train_domain="C", ks=(2,), epochs=(1.0,))
+    ES.main(cfg)
+    out = capsys.readouterr().out
+    assert "in domain C" in out and "other domains" in out
+    rows = read_jsonl(os.path.join(cfg.out_dir, "results.jsonl"))
+    task, lock = ES.lock_settings(cfg)
+    by_id = {p["id"]: p for p in task.problems()}
+    assert all(by_id[i]["domain"] == "C" for i in rows[0]["demo_ids"])
+    assert set(rows[0]["per_domain"]["without_password"]) == {"A", "B", "C", "D"}  # evaluated on every domain
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *a, **kw):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *a, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(SystemExit, match="pip install matplotlib"):
+        ES.main(replace(cfg, plot=True))
+
+
+def test_plot_is_written_when_matplotlib_is_installed(locked, tmp_path):
+    pytest.importorskip("matplotlib")
+    cfg = cfg_for(locked, tmp_path, ks=(1, 2), epochs=(1.0,), plot=True)
+    ES.main(cfg)
+    assert os.path.getsize(os.path.join(cfg.out_dir, "sft.png")) > 1000
