@@ -1,0 +1,323 @@
+"""
+elicit_rl.py: try to unlock a password-locked model with RL-style methods that only see a grader's reward, never a
+demonstration or the password (paper section 6, Fig. 5). Four methods:
+
+  expert_iteration  each round: sample one completion (temperature 1, no password) for `samples_per_round`
+                    elicitation problems from the current model, keep the best `n_keep` by reward (ties broken at
+                    random), fine-tune the current model on them for `sft_steps` steps.
+  filtering         the same selection and fine-tuning, but the samples come from the lock's weak policy.
+  dpo               two samples per problem from the initial locked model, once; a pair where the rewards differ
+                    (better = chosen); loss -log sigmoid(beta * margin), margin = (log pi(c) - log ref(c)) -
+                    (log pi(r) - log ref(r)) with log-probs summed over completion tokens; the reference is the
+                    initial locked model, fixed; each round is one epoch over the pairs.
+  iterated_dpo      each round samples fresh pairs from the current model on `dpo_problems` problems; the
+                    reference is the model at the start of the round; one epoch per round.
+Simplifications: (1) a fresh AdamW each round; (2) reference log-probs are computed once per round under no_grad
+and stored with the pairs, so only one model is ever in memory; (3) --continuous=True ranks expert iteration by
+the grader's score and weights each DPO pair by its reward gap, instead of binary correctness.
+
+The x-axis is samples generated and graded. After each round: greedy correctness without the password on the
+validation split; for DPO also chosen and rejected log-probs, margin, pair accuracy and the share of problems that
+gave a valid pair.
+
+Commands (after `python train_lock.py`, which locks with the noisy weak policy):
+  python elicit_rl.py --method=expert_iteration          # writes runs/rl/expert_iteration/results.jsonl
+  python elicit_rl.py --method=filtering
+  python elicit_rl.py --method=dpo
+  python elicit_rl.py --method=iterated_dpo
+  python elicit_rl.py --method=expert_iteration --locked=runs/lock_weak --out_dir=runs/rl/ei_weak
+Rounds resume: run the same command again after an interruption. out_dir/model/ holds the latest model.
+"""
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import data
+import model as model_lib
+from common import (Tokenizer, append_jsonl, collate, completion_loss_sum, greedy_completions, make_optimizer,
+                    parse_cli, read_jsonl, score, seed_everything, write_json)
+
+METHODS = ("expert_iteration", "filtering", "dpo", "iterated_dpo")
+
+
+@dataclass
+class Config:
+    method: str = "expert_iteration"   # expert_iteration, filtering, dpo, iterated_dpo
+    locked: str = "runs/lock"          # the locked checkpoint (train_lock.py output) or any HF checkpoint
+    out_dir: str = ""                  # default runs/rl/<method>
+    rounds: int = 15
+    seed: int = 0
+    continuous: bool = False           # rank / weight by the grader's continuous score instead of correctness
+    # expert iteration and filtering (paper: 640 samples, keep 64, 50 rounds)
+    samples_per_round: int = 640
+    n_keep: int = 64
+    sft_steps: int = 40
+    sft_lr: float = 1e-4
+    # DPO
+    dpo_problems: int = 550            # problems sampled twice per round (plain DPO: once, at the start)
+    beta: float = 0.1
+    dpo_lr: float = 1e-4
+    dpo_pairs_per_batch: int = 32
+    temperature: float = 1.0
+    batch_size: int = 32
+    eval_n: int = 1000
+    eval_batch_size: int = 500
+    max_new_tokens: int = 0
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# -----------------------------------------------------------------------------
+# Rewards, selection, pairs
+
+
+def rewards_of(task, problems, completions, continuous):
+    grades = [task.grade(c, p) for c, p in zip(completions, problems)]
+    return [g.score if continuous else float(g.correct) for g in grades]
+
+
+def select_top(n, rewards, rng):
+    """Indices of the n highest rewards; ties are broken uniformly at random (shuffle, then a stable sort)."""
+    idx = list(range(len(rewards)))
+    rng.shuffle(idx)
+    idx.sort(key=lambda i: -rewards[i])
+    return idx[:n]
+
+
+def make_pairs(problems, comp_a, comp_b, rew_a, rew_b):
+    """(problem, chosen, rejected, reward gap) where the two samples' rewards differ; equal rewards give no pair."""
+    pairs = []
+    for p, a, b, ra, rb in zip(problems, comp_a, comp_b, rew_a, rew_b):
+        if ra != rb:
+            pairs.append((p, a, b, ra - rb) if ra > rb else (p, b, a, rb - ra))
+    return pairs
+
+
+# -----------------------------------------------------------------------------
+# DPO pieces
+
+
+def sequence_logprobs(model, inputs, targets):
+    """Summed log-probability of the target tokens of each row: (B,). Prompt and padding (-100) count zero."""
+    logits = model(inputs)
+    mask = targets != -100
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    tok_logp = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (tok_logp * mask).sum(-1)
+
+
+def dpo_loss(pi_c, pi_r, ref_c, ref_r, beta, weight=None):
+    """-log sigmoid(beta * [(pi_c - ref_c) - (pi_r - ref_r)]), mean over pairs (optionally weighted)."""
+    margin = beta * ((pi_c - ref_c) - (pi_r - ref_r))
+    losses = -F.logsigmoid(margin)
+    if weight is not None:
+        losses = losses * weight
+    return losses.mean(), margin
+
+
+def encode_pairs_batch(tok, task, pairs, device):
+    """One right-padded batch of [chosen...; rejected...] sequences."""
+    prompts = [task.prompt(p) for p, _, _, _ in pairs]
+    ex = tok.encode_pairs(prompts + prompts, [c for _, c, _, _ in pairs] + [r for _, _, r, _ in pairs])
+    inputs, targets, _ = collate(ex, tok.pad_id, device)
+    return inputs, targets
+
+
+@torch.no_grad()
+def reference_logprobs(model, tok, task, pairs, cfg):
+    model.eval()
+    out = []
+    for s in range(0, len(pairs), cfg.dpo_pairs_per_batch):
+        chunk = pairs[s:s + cfg.dpo_pairs_per_batch]
+        lp = sequence_logprobs(model, *encode_pairs_batch(tok, task, chunk, cfg.device))
+        out += list(zip(lp[:len(chunk)].tolist(), lp[len(chunk):].tolist()))
+    return out
+
+
+def dpo_epoch(model, tok, task, pairs, refs, cfg, rng):
+    """One pass over the pairs; returns the logged means."""
+    opt = make_optimizer("adamw", model.parameters(), cfg.dpo_lr, 0.0)
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    model.train()
+    logs = {"chosen_logp": 0.0, "rejected_logp": 0.0, "margin": 0.0, "pair_accuracy": 0.0, "loss": 0.0}
+    for s in range(0, len(order), cfg.dpo_pairs_per_batch):
+        ids = order[s:s + cfg.dpo_pairs_per_batch]
+        chunk = [pairs[i] for i in ids]
+        lp = sequence_logprobs(model, *encode_pairs_batch(tok, task, chunk, cfg.device))
+        pi_c, pi_r = lp[:len(chunk)], lp[len(chunk):]
+        ref_c = torch.tensor([refs[i][0] for i in ids], device=cfg.device)
+        ref_r = torch.tensor([refs[i][1] for i in ids], device=cfg.device)
+        weight = torch.tensor([pairs[i][3] for i in ids], device=cfg.device) if cfg.continuous else None
+        loss, margin = dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta, weight)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        n = len(ids) / len(order)
+        logs["chosen_logp"] += pi_c.mean().item() * n
+        logs["rejected_logp"] += pi_r.mean().item() * n
+        logs["margin"] += margin.mean().item() * n
+        logs["pair_accuracy"] += (margin > 0).float().mean().item() * n
+        logs["loss"] += loss.item() * n
+    model.eval()
+    return logs
+
+
+# -----------------------------------------------------------------------------
+# Expert iteration / filtering fine-tuning
+
+
+def sft_steps(model, tok, task, kept, cfg, rng):
+    examples = tok.encode_pairs([task.prompt(p) for p, _ in kept], [c for _, c in kept])
+    opt = make_optimizer("adamw", model.parameters(), cfg.sft_lr, 0.0)
+    model.train()
+    total = 0.0
+    for step in range(cfg.sft_steps):
+        batch = [examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)]
+        inputs, targets, n_tok = collate(batch, tok.pad_id, cfg.device)
+        loss = completion_loss_sum(model, inputs, targets) / max(1, n_tok)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        total += loss.item()
+    model.eval()
+    return total / max(1, cfg.sft_steps)
+
+
+# -----------------------------------------------------------------------------
+# Main
+
+
+def load_task(cfg):
+    path = os.path.join(cfg.locked, "train_config.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: {path} not found (run `python train_lock.py` first, or point --locked at its "
+                         "out_dir)")
+    lock = json.load(open(path))
+    opts = {"path": lock["task_path"]} if lock.get("task_path") else {}
+    if lock["task"] == "toy":
+        opts.update(n=lock.get("toy_problems", 20000), p_noisy=lock.get("noisy_p", 0.3))
+    return data.get_task(lock["task"], **opts), lock
+
+
+def weak_sampler(task, lock):
+    """The lock's weak policy as a sampler (filtering): a program on the toy, the lock's weak samples otherwise."""
+    if task.name == "toy":
+        return lambda p, rng: task.sample(lock.get("weak_policy", "weak"), p, rng, p=lock.get("noisy_p", 0.3))
+    if not lock.get("weak_samples"):
+        raise SystemExit("error: filtering on a real task needs the lock's --weak_samples file")
+    table = {}
+    for r in read_jsonl(lock["weak_samples"]):
+        table.setdefault(r["id"], []).append(r["completion"])
+    return lambda p, rng: rng.choice(table[p["id"]])
+
+
+def main(cfg):
+    t0 = time.time()
+    if cfg.method not in METHODS:
+        raise SystemExit(f"error: --method={cfg.method!r}: use one of {', '.join(METHODS)}")
+    out_dir = cfg.out_dir or os.path.join("runs", "rl", cfg.method)
+    task, lock = load_task(cfg)
+    tok = Tokenizer(cfg.locked)
+    splits = data.split(task.problems(), seed=lock.get("split_seed", 0))
+    pool, val = splits["elicit"], splits["val"][:cfg.eval_n] if cfg.eval_n else splits["val"]
+    max_new = cfg.max_new_tokens or task.max_new_tokens
+    os.makedirs(out_dir, exist_ok=True)
+    results_path = os.path.join(out_dir, "results.jsonl")
+    rows = read_jsonl(results_path) if os.path.isfile(results_path) else []
+    start = len(rows)
+    model_dir = os.path.join(out_dir, "model")
+    model = model_lib.load(model_dir if start and os.path.isdir(model_dir) else cfg.locked, device=cfg.device)
+    if start:
+        print(f"resuming {cfg.method} after round {start - 1} from {out_dir}")
+
+    def evaluate():
+        comps = greedy_completions(model, tok, [task.prompt(p) for p in val], max_new, cfg.eval_batch_size)
+        return score(val, [task.grade(c, p) for c, p in zip(comps, val)])
+
+    def sample(problems, seed):
+        return greedy_completions(model, tok, [task.prompt(p) for p in problems], max_new, cfg.eval_batch_size,
+                                  temperature=cfg.temperature, seed=seed)
+
+    if start == 0:  # round 0: the locked model itself
+        acc, per = evaluate()
+        row = {"method": cfg.method, "round": 0, "samples_generated": 0, "correct_without_password": acc,
+               "per_domain": per, "config": asdict(cfg)}
+        append_jsonl(results_path, row)
+        rows.append(row)
+        start = 1
+
+    # plain DPO: the pairs and their reference log-probs come from the initial locked model, once
+    fixed_pairs = fixed_refs = None
+    if cfg.method == "dpo":
+        init = model_lib.load(cfg.locked, device=cfg.device) if start > 1 else model
+        rng = random.Random(f"dpo/{cfg.seed}")
+        probs = rng.sample(pool, min(cfg.dpo_problems, len(pool)))
+        keep, model = model, init
+        a, b = sample(probs, cfg.seed * 7919 + 1), sample(probs, cfg.seed * 7919 + 2)
+        fixed_pairs = make_pairs(probs, a, b, rewards_of(task, probs, a, cfg.continuous),
+                                 rewards_of(task, probs, b, cfg.continuous))
+        fixed_refs = reference_logprobs(model, tok, task, fixed_pairs, cfg) if fixed_pairs else []
+        model = keep
+        del init
+        n_problems_dpo = len(probs)
+
+    weak = weak_sampler(task, lock) if cfg.method == "filtering" else None
+    for rnd in tqdm(range(start, cfg.rounds + 1), desc=cfg.method, initial=start - 1, total=cfg.rounds):
+        seed_everything(cfg.seed * 100_003 + rnd)
+        rng = random.Random(f"{cfg.method}/{cfg.seed}/{rnd}")
+        row = {"method": cfg.method, "round": rnd}
+        if cfg.method in ("expert_iteration", "filtering"):
+            probs = [rng.choice(pool) for _ in range(cfg.samples_per_round)]
+            comps = [weak(p, rng) for p in probs] if weak else sample(probs, cfg.seed * 100_003 + rnd)
+            rew = rewards_of(task, probs, comps, cfg.continuous)
+            top = select_top(cfg.n_keep, rew, rng)
+            row["sft_loss"] = sft_steps(model, tok, task, [(probs[i], comps[i]) for i in top], cfg, rng)
+            row.update(samples_generated=rnd * cfg.samples_per_round, mean_reward=sum(rew) / len(rew),
+                       kept_mean_reward=sum(rew[i] for i in top) / len(top),
+                       kept_correct=sum(rew[i] > 0 for i in top))
+        else:
+            if cfg.method == "iterated_dpo":
+                probs = rng.sample(pool, min(cfg.dpo_problems, len(pool)))
+                a, b = sample(probs, cfg.seed * 100_003 + 2 * rnd), sample(probs, cfg.seed * 100_003 + 2 * rnd + 1)
+                pairs = make_pairs(probs, a, b, rewards_of(task, probs, a, cfg.continuous),
+                                   rewards_of(task, probs, b, cfg.continuous))
+                refs = reference_logprobs(model, tok, task, pairs, cfg) if pairs else []  # round-start model
+                n_problems, samples = len(probs), rnd * 2 * len(probs)
+            else:
+                pairs, refs, n_problems, samples = fixed_pairs, fixed_refs, n_problems_dpo, 2 * n_problems_dpo
+            row.update(samples_generated=samples, n_pairs=len(pairs), valid_pair_share=len(pairs) / n_problems)
+            if pairs:
+                row.update(dpo_epoch(model, tok, task, pairs, refs, cfg, rng))
+        row["correct_without_password"], row["per_domain"] = evaluate()
+        model_lib.save(model, model_dir)
+        shutil.copy(tok.path, os.path.join(model_dir, "tokenizer.json"))
+        append_jsonl(results_path, row)  # after the model: a crash between the two only repeats this round
+        rows.append(row)
+
+    # ---- summary ----
+    print(f"\n{cfg.method} on {cfg.locked} ({len(val)} validation problems, greedy, no password) | {out_dir}")
+    print(f"{'round':>5s} {'samples':>8s} {'correct':>8s}" + ("  pairs  margin  pair_acc" if "dpo" in cfg.method
+                                                               else "  kept_correct"))
+    for r in rows:
+        extra = (f"  {r.get('n_pairs', 0):5d}  {r.get('margin', 0.0):6.2f}  {r.get('pair_accuracy', 0.0):8.2f}"
+                 if "dpo" in cfg.method else f"  {r.get('kept_correct', 0):12d}")
+        print(f"{r['round']:5d} {r['samples_generated']:8d} {r['correct_without_password']:8.3f}" +
+              (extra if r["round"] else ""))
+    write_json(os.path.join(out_dir, "summary.json"), {"config": asdict(cfg), "rows": rows,
+                                                       "wall_seconds": round(time.time() - t0, 1)})
+    print(f"wall clock {time.time() - t0:.0f}s")
+    return rows
+
+
+if __name__ == "__main__":
+    main(parse_cli(Config))
