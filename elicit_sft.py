@@ -17,7 +17,7 @@ Algorithm, for every demonstration count k in `ks`, seed in `seeds` and training
      the paper's choice (best epochs on validation) and of the honest choice (best epochs on the held-out slice).
 
 Commands:
-  python elicit_sft.py                                   # after `python train_lock.py`: toy grid, one seed, ~10 min
+  python elicit_sft.py                                   # after `python train_lock.py`: toy grid, one seed, ~8 min
   python elicit_sft.py --seeds="(0, 1, 2)" --plot=True   # the paper's 3 seeds, plus runs/sft/sft.png
   python elicit_sft.py --demo_source=weak --out_dir=runs/sft_weak       # weak-sample unlocking
   python elicit_sft.py --train_domain=A --out_dir=runs/sft_A            # demos from one domain, evaluated on all

@@ -23,7 +23,7 @@ Algorithm:
   5. Save an HF checkpoint (config.json, model.safetensors, tokenizer.json), train_config.json and metrics.json.
 
 Commands:
-  python train_lock.py                                   # toy: pretrain then lock, about 4 minutes on 2 CPU cores
+  python train_lock.py                                   # toy: pretrain then lock, about 2 minutes on 2 CPU cores
   python train_lock.py --mode=scratch --out_dir=runs/lock_scratch
   python train_lock.py --weak_policy=weak --out_dir=runs/lock_weak          # the deterministic weak policy
   python train_lock.py --resume=True                     # continue an interrupted run (same final weights)
