@@ -318,8 +318,9 @@ def main(cfg):
             and r["n_demos"] in cfg.ks and r["seed"] in cfg.seeds]
     table = summarize(mine)
     lo, hi = base["correct_without_password"], base["correct_with_password"]
-    print(f"\nSFT elicitation, demos from {cfg.demo_source}{' / domain ' + cfg.train_domain if cfg.train_domain else ''}"
-          f" | locked: {lo:.3f} without password, {hi:.3f} with | {cfg.out_dir}")
+    where = f" / domain {cfg.train_domain}" if cfg.train_domain else ""
+    print(f"\nSFT elicitation, demos from {cfg.demo_source}{where} | locked: {lo:.3f} without password, {hi:.3f} "
+          f"with | {cfg.out_dir}")
     print(f"{'k':>5s} {'seeds':>5s} {'paper (best val)':>18s} {'honest (held-out)':>19s} {'gap recovered':>14s}")
     for k, (n, pm, pse, hm, hse) in table.items():
         gap = (pm - lo) / (hi - lo) if hi > lo else float("nan")

@@ -204,7 +204,8 @@ def main(cfg):
                             "stopped": bool(ids) and ids[-1] in stop})
     write_jsonl(cfg.out, results)
     dt = time.time() - t0
-    print(f"wrote {len(results)} samples to {cfg.out} | {n_tok} tokens in {dt:.1f}s ({n_tok / max(dt, 1e-9):.0f} tok/s)")
+    print(f"wrote {len(results)} samples to {cfg.out} | {n_tok} tokens in {dt:.1f}s "
+          f"({n_tok / max(dt, 1e-9):.0f} tok/s)")
 
 
 if __name__ == "__main__":
