@@ -374,6 +374,13 @@ def main(cfg):
     os.makedirs(cfg.out_dir, exist_ok=True)
     resume_dir = os.path.join(cfg.out_dir, "resume")
     state = None
+    done_path = os.path.join(cfg.out_dir, "metrics.json")
+    if cfg.resume and not os.path.isfile(os.path.join(resume_dir, "state.json")) and os.path.isfile(done_path):
+        finished = json.load(open(done_path))
+        if finished.get("config") == {**asdict(cfg), "resume": finished["config"].get("resume")}:
+            print(f"{cfg.out_dir} already holds this finished run; nothing to resume")
+            print_table(finished, cfg)
+            return finished
     if cfg.resume and os.path.isfile(os.path.join(resume_dir, "state.json")):
         state = json.load(open(os.path.join(resume_dir, "state.json")))
         model = model_lib.load(resume_dir, device=cfg.device)

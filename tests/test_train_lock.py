@@ -146,6 +146,11 @@ def test_resume_reaches_the_same_weights(tmp_path, mode):
     ma = json.load(open(os.path.join(full.out_dir, "metrics.json")))
     mb = json.load(open(os.path.join(part.out_dir, "metrics.json")))
     assert ma["correct_with_password"] == mb["correct_with_password"]
+    # resuming a finished run changes nothing
+    mtime = os.path.getmtime(os.path.join(part.out_dir, "model.safetensors"))
+    again = TL.main(replace(part, stop_after_steps=0, resume=True))
+    assert again["correct_with_password"] == mb["correct_with_password"]
+    assert os.path.getmtime(os.path.join(part.out_dir, "model.safetensors")) == mtime
 
 
 def test_real_format_task_with_a_tiny_checkpoint(tmp_path):
