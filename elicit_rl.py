@@ -26,6 +26,7 @@ Commands (after `python train_lock.py`, which locks with the noisy weak policy):
   python elicit_rl.py --method=dpo
   python elicit_rl.py --method=iterated_dpo
   python elicit_rl.py --method=expert_iteration --locked=runs/lock_weak --out_dir=runs/rl/ei_weak
+  python elicit_rl.py --locked=runs/sft/models/k8_s0_e1024 --lock_config=runs/lock   # SFT on a few samples, then RL
 Rounds resume: run the same command again after an interruption. out_dir/model/ holds the latest model.
 """
 import json
@@ -52,6 +53,8 @@ METHODS = ("expert_iteration", "filtering", "dpo", "iterated_dpo")
 class Config:
     method: str = "expert_iteration"   # expert_iteration, filtering, dpo, iterated_dpo
     locked: str = "runs/lock"          # the locked checkpoint (train_lock.py output) or any HF checkpoint
+    lock_config: str = ""              # the train_lock.py out_dir whose train_config.json names the task and splits;
+                                       # default: --locked (set it when --locked is, e.g., an elicit_sft.py model)
     out_dir: str = ""                  # default runs/rl/<method>
     rounds: int = 15
     seed: int = 0
@@ -198,10 +201,10 @@ def sft_steps(model, tok, task, kept, cfg, rng):
 
 
 def load_task(cfg):
-    path = os.path.join(cfg.locked, "train_config.json")
+    path = os.path.join(cfg.lock_config or cfg.locked, "train_config.json")
     if not os.path.isfile(path):
-        raise SystemExit(f"error: {path} not found (run `python train_lock.py` first, or point --locked at its "
-                         "out_dir)")
+        raise SystemExit(f"error: {path} not found (run `python train_lock.py` first, or point --lock_config at "
+                         "its out_dir)")
     lock = json.load(open(path))
     opts = {"path": lock["task_path"]} if lock.get("task_path") else {}
     if lock["task"] == "toy":

@@ -116,3 +116,33 @@ def test_bad_inputs(tmp_path, locked):
         RL.main(RL.Config(method="ppo", locked=locked, out_dir=str(tmp_path / "x")))
     with pytest.raises(SystemExit, match="run `python train_lock.py` first"):
         RL.main(RL.Config(locked=str(tmp_path / "missing"), out_dir=str(tmp_path / "y")))
+
+
+def test_continuous_reward_ranks_by_score_and_weights_dpo_pairs():
+    import data
+    task = data.get_task("toy", n=50)
+    p = task.problems()[0]
+    digits = p["answer"].split()
+    half = " ".join(d if i < 5 else ("0" if d != "0" else "1") for i, d in enumerate(digits))  # first group right
+    assert RL.rewards_of(task, [p, p], [p["answer"], half], continuous=False) == [1.0, 0.0]
+    cont = RL.rewards_of(task, [p, p], [p["answer"], half], continuous=True)
+    assert cont[0] == 1.0 and 0.0 < cont[1] < 1.0
+    pc, pr = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0])
+    ref = torch.zeros(2)
+    plain, _ = RL.dpo_loss(pc, pr, ref, ref, 0.1)
+    weighted, _ = RL.dpo_loss(pc, pr, ref, ref, 0.1, weight=torch.tensor([2.0, 2.0]))
+    assert weighted.item() == pytest.approx(2 * plain.item())
+
+
+def test_rl_can_start_from_an_sft_checkpoint(locked, tmp_path):
+    import elicit_sft as ES
+    sft = ES.Config(locked=locked, ks=(4,), epochs=(2.0,), eval_n=20, heldout_n=20, batch_size=8, save=True,
+                    out_dir=str(tmp_path / "sft"), device="cpu")
+    ES.main(sft)
+    start = os.path.join(sft.out_dir, "models", "k4_s0_e2")
+    with pytest.raises(SystemExit, match="--lock_config"):
+        RL.main(RL.Config(locked=start, out_dir=str(tmp_path / "rl0"), rounds=1))
+    rows = RL.main(RL.Config(locked=start, lock_config=locked, rounds=1, samples_per_round=40, n_keep=8,
+                             sft_steps=2, eval_n=20, batch_size=8, continuous=True, out_dir=str(tmp_path / "rl"),
+                             device="cpu"))
+    assert [r["round"] for r in rows] == [0, 1] and 0 <= rows[1]["kept_mean_reward"] <= 1
