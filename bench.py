@@ -12,7 +12,6 @@ hold identical weights. Generation: greedy, prompt of `prompt_len` random tokens
 forward + backward + AdamW step on a (batch, seq) batch, median of `steps` after a warm-up. Numbers go to stdout and
 runs/bench/bench.json.
 """
-import json
 import os
 import statistics
 import tempfile
@@ -121,7 +120,6 @@ def bench_shape(name, hf_cfg, cfg, transformers):
         bw = torch.cuda.get_device_properties(0)
         rows.append(dict(shape=name, what="bf16 decode ms/step (B=1)", ours=1000 * t1 / N, hf=None, unit="ms",
                          first_row_identical=None, weights_gb=bytes_w / 1e9, device=bw.name))
-    del hf, ours
     return n_params, rows
 
 

@@ -30,7 +30,6 @@ Commands (after `python train_lock.py`, which locks with the noisy weak policy):
 Rounds resume: run the same command again after an interruption. out_dir/model/ holds the latest model.
 """
 import json
-import math
 import os
 import random
 import shutil

@@ -514,7 +514,6 @@ def load(path, device="cpu", dtype=torch.float32):
     if unused:
         raise KeyError(f"{path}: unexpected tensor {unused[0]!r} in the checkpoint "
                        f"({len(unused)} unused in all; does config.json match the weights?)")
-    del handles
     if cfg.tie_embeddings:
         sd["lm_head.weight"] = sd["wte.weight"]
     model.load_state_dict(sd, strict=True, assign=True)
@@ -587,7 +586,6 @@ def save(model, path, max_shard_bytes=5 * 2**30):
         tensors = {n: tensor(ours, sl) for n, ours, sl, _ in shard}
         _atomic_write(os.path.join(path, fname), lambda p: save_file(tensors, p, metadata={"format": "pt"}))
         weight_map.update({n: fname for n in tensors})
-        del tensors
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(i[3] for i in plan)}, "weight_map": weight_map}
         _atomic_write(os.path.join(path, "model.safetensors.index.json"),

@@ -9,7 +9,6 @@ import torch
 
 import elicit_rl as RL
 import model as M
-import train_lock as TL
 from common import Tokenizer, collate, read_jsonl
 
 
@@ -78,12 +77,6 @@ def test_top_n_selection_breaks_ties_at_random():
     assert RL.select_top(2, rewards, random.Random(5)) == RL.select_top(2, rewards, random.Random(5))
 
 
-@pytest.fixture(scope="module")
-def locked(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("lock") / "lock")
-    TL.main(TL.Config(toy_problems=3000, n_layer=1, n_head=2, n_embd=32, pretrain_samples=400, pretrain_steps=4,
-                      epochs=1, batch_size=64, eval_n=20, out_dir=out, device="cpu", ckpt_every=0, log_every=0))
-    return out
 
 
 @pytest.mark.parametrize("method", RL.METHODS)

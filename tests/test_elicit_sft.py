@@ -7,17 +7,9 @@ import pytest
 
 import data
 import elicit_sft as ES
-import train_lock as TL
 from common import read_jsonl
 
 
-@pytest.fixture(scope="module")
-def locked(tmp_path_factory):
-    """A tiny (not really locked) toy checkpoint made by train_lock.py, shared by the tests of this module."""
-    out = str(tmp_path_factory.mktemp("lock") / "lock")
-    TL.main(TL.Config(toy_problems=3000, n_layer=1, n_head=2, n_embd=32, pretrain_samples=400, pretrain_steps=4,
-                      epochs=1, batch_size=64, eval_n=20, out_dir=out, device="cpu", ckpt_every=0, log_every=0))
-    return out
 
 
 def cfg_for(locked, tmp_path, **kw):

@@ -162,7 +162,6 @@ def test_real_format_task_with_a_tiny_checkpoint(tmp_path):
                           eos_token_id=0)), str(ckpt))
     (ckpt / "tokenizer.json").write_bytes(tok_json)
     task = data.get_task("math")
-    lock = data.split(task.problems(), seed=0)["lock"]
     weak = tmp_path / "weak.jsonl"
     weak.write_text("".join(json.dumps({"id": p["id"], "completion": f"I think it is \\boxed{{{k}}}."}) + "\n"
                             for p in task.problems() for k in range(2)))
