@@ -182,6 +182,46 @@ def append_jsonl(path, row):
 
 
 # -----------------------------------------------------------------------------
+# Distributed: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; a plain `python script.py` is rank 0 of 1
+
+
+def setup_dist(device):
+    """(rank, world, device). Under torchrun, joins the process group: gloo on CPU, nccl on CUDA, one GPU a rank."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return rank, world, device
+
+
+def dist_rank_world():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def print0(*args, **kwargs):
+    if dist_rank_world()[0] == 0:
+        print(*args, **kwargs)
+
+
+def all_reduce_sum(x):
+    """Sum of a Python number over ranks (the number itself without torchrun)."""
+    if dist_rank_world()[1] == 1:
+        return x
+    t = torch.tensor(float(x), dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return t.item()
+
+
+def barrier():
+    if dist_rank_world()[1] > 1:
+        torch.distributed.barrier()
+
+
+# -----------------------------------------------------------------------------
 # Training plumbing shared by train_lock.py, elicit_sft.py and elicit_rl.py
 
 
@@ -262,19 +302,28 @@ def greedy_completions(model, tok, prompts, max_new_tokens, batch_size=256, desc
     from tqdm import tqdm
 
     from sampler import generate
+    model = getattr(model, "module", model)  # sample with the raw model, not its DDP wrapper
+    rank, world = dist_rank_world()
     enc = [tok.encode_prompt(p) for p in prompts]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
-    out = [None] * len(enc)
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))[rank::world]  # under torchrun: this rank's share
+    mine = []
     stop = (tok.eos_id,) if tok.eos_id is not None else ()
     was_training = model.training
     model.eval()
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=len(order) <= 4 * batch_size):
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False,
+                  disable=rank != 0 or len(order) <= 4 * batch_size):
         idx = order[s:s + batch_size]
         gen = generate(model, [enc[i] for i in idx], max_new_tokens, temperature=temperature, stop_ids=stop,
-                       seed=seed + s, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
-        for i, ids in zip(idx, gen):
-            out[i] = tok.decode(ids)
+                       seed=seed + s * world + rank, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
+        mine += [(i, tok.decode(ids)) for i, ids in zip(idx, gen)]
     model.train(was_training)
+    if world > 1:  # every rank gets every completion back
+        parts = [None] * world
+        torch.distributed.all_gather_object(parts, mine)
+        mine = [x for part in parts for x in part]
+    out = [None] * len(enc)
+    for i, text in mine:
+        out[i] = text
     return out
 
 

@@ -36,20 +36,22 @@ Writes to out_dir: the checkpoint files, train_config.json, metrics.json (keys c
 correct_without_password, correct_wrong_password, correct_weak_policy, correct_strong_policy, per_domain, config),
 log.jsonl (loss per interval), and during training resume/ (deleted at the end).
 """
+import contextlib
 import json
 import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from tqdm import tqdm
 
 import data
 import model as model_lib
-from common import (Tokenizer, collate, completion_loss_sum, greedy_completions, lr_at, make_optimizer,
-                    parse_cli, read_jsonl, score, seed_everything, write_json, append_jsonl)
+from common import (Tokenizer, all_reduce_sum, append_jsonl, barrier, collate, completion_loss_sum,
+                    dist_rank_world, greedy_completions, lr_at, make_optimizer, parse_cli, print0, read_jsonl, score,
+                    seed_everything, setup_dist, write_json)
 
 
 @dataclass
@@ -205,17 +207,29 @@ def pretrain_epoch(task, cfg, tok, problems, epoch):
 
 
 def save_resume(cfg, model, opt, phase, step):
+    if dist_rank_world()[0] != 0:  # rank 0 writes, everyone waits for it
+        barrier()
+        return
     d = os.path.join(cfg.out_dir, "resume")
     model_lib.save(model, d)
     tmp = os.path.join(d, "optim.pt.tmp")
     torch.save(opt.state_dict(), tmp)
     os.replace(tmp, os.path.join(d, "optim.pt"))
     write_json(os.path.join(d, "state.json"), {"phase": phase, "step": step})
+    barrier()
 
 
 def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, opt_state=None):
-    """Run optimizer steps start_step .. n_steps-1. Returns False when stopped early by stop_after_steps."""
+    """Run optimizer steps start_step .. n_steps-1. Returns False when stopped early by stop_after_steps.
+    Under torchrun every rank builds the same global batch and trains on its slice of it; the loss is normalised by
+    the completion tokens of the whole step on all ranks, so N processes take the same step as one."""
     device = cfg.device
+    rank, world = dist_rank_world()
+    raw = model
+    if world > 1:
+        if cfg.batch_size % world:
+            raise SystemExit(f"error: --batch_size={cfg.batch_size} must be a multiple of the {world} processes")
+        model = torch.nn.parallel.DistributedDataParallel(raw)
     opt = make_optimizer(cfg.optimizer, model.parameters(), lr, cfg.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
@@ -232,44 +246,49 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
         if cache["epoch"] != epoch:
             cache["epoch"], cache["examples"] = epoch, make_epoch(epoch)
         ex = cache["examples"]  # (an epoch can be a little shorter if some examples did not fit max_len: wrap)
-        return collate([ex[(i * cfg.batch_size + j) % len(ex)] for j in range(cfg.batch_size)], tok.pad_id, device)
+        batch = [ex[(i * cfg.batch_size + j) % len(ex)] for j in range(cfg.batch_size)]
+        return collate(batch[rank::world], tok.pad_id, device)  # this rank's slice of the global batch
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else \
         torch.autocast("cpu", enabled=False)
     model.train()
-    pbar = tqdm(range(start_step, n_steps), desc=phase, initial=start_step, total=n_steps)
+    pbar = tqdm(range(start_step, n_steps), desc=phase, initial=start_step, total=n_steps, disable=rank != 0)
     t0, toks, done_here = time.time(), 0, 0
     for step in pbar:
         lr_now = lr_at(step, n_steps, lr, cfg.warmup_steps, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr_now
         batches = [micro_batch(step * cfg.grad_accum + k) for k in range(cfg.grad_accum)]
-        n_tok = sum(b[2] for b in batches)  # normalise by completion tokens of the whole step
+        n_tok = all_reduce_sum(sum(b[2] for b in batches))  # completion tokens of the whole step, all ranks
         loss_sum = 0.0
-        for inputs, targets, _ in batches:
-            with autocast:
-                loss = completion_loss_sum(model, inputs, targets) / max(1, n_tok)
-            loss.backward()
-            loss_sum += loss.item()
+        for k, (inputs, targets, _) in enumerate(batches):
+            # DDP averages gradients over ranks: scale by world so the result is the global token mean;
+            # and synchronise only on the last micro-batch of the step
+            sync = world == 1 or k == len(batches) - 1
+            with autocast, (contextlib.nullcontext() if sync else model.no_sync()):
+                loss = completion_loss_sum(model, inputs, targets) * world / max(1, n_tok)
+                loss.backward()
+            loss_sum += loss.item() / world
             toks += inputs.numel()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         done_here += 1
-        if step % 10 == 0:
-            pbar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr_now:.1e}", tok_s=f"{toks / (time.time() - t0):.0f}")
-        if cfg.log_every and (step + 1) % cfg.log_every == 0:
-            append_jsonl(os.path.join(cfg.out_dir, "log.jsonl"),
-                         {"phase": phase, "step": step + 1, "loss": loss_sum, "lr": lr_now,
-                          "tok_s": toks / (time.time() - t0)})
+        if step % 10 == 0 or cfg.log_every and (step + 1) % cfg.log_every == 0:
+            loss_all, toks_all = all_reduce_sum(loss_sum), all_reduce_sum(toks)  # (same steps on every rank)
+            pbar.set_postfix(loss=f"{loss_all:.3f}", lr=f"{lr_now:.1e}", tok_s=f"{toks_all / (time.time() - t0):.0f}")
+            if cfg.log_every and (step + 1) % cfg.log_every == 0 and rank == 0:
+                append_jsonl(os.path.join(cfg.out_dir, "log.jsonl"),
+                             {"phase": phase, "step": step + 1, "loss": loss_all, "lr": lr_now,
+                              "tok_s": toks_all / (time.time() - t0)})
         finished = step + 1 == n_steps
         stop = cfg.stop_after_steps and done_here >= cfg.stop_after_steps and not finished
         if stop or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and not finished):
-            save_resume(cfg, model, opt, phase, step + 1)
+            save_resume(cfg, raw, opt, phase, step + 1)
         if stop:
             pbar.close()
-            print(f"stopped after {done_here} steps (stop_after_steps); continue with --resume=True")
+            print0(f"stopped after {done_here} steps (stop_after_steps); continue with --resume=True")
             return False
     pbar.close()
     return True
@@ -353,7 +372,9 @@ def main(cfg):
     t_start = time.time()
     if cfg.mode not in ("finetune", "scratch"):
         raise SystemExit(f"error: --mode={cfg.mode!r}: use finetune or scratch")
-    seed_everything(cfg.seed)
+    rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
+    cfg = replace(cfg, device=device)
+    seed_everything(cfg.seed)  # the same on every rank: identical fresh models and batches
     task = get_task(cfg)
     splits = data.split(task.problems(), seed=cfg.split_seed)
     for name in ("lock", "val"):
@@ -367,7 +388,7 @@ def main(cfg):
     if not tok_path:
         raise SystemExit("error: real tasks need --init_from=CHECKPOINT (with its tokenizer.json) or --tokenizer")
     tok = Tokenizer(tok_path)
-    print(f"task {task.name}: {len(splits['lock'])} lock / {len(splits['val'])} val problems | "
+    print0(f"task {task.name}: {len(splits['lock'])} lock / {len(splits['val'])} val problems | "
           f"weak policy {cfg.weak_policy if task.name == 'toy' else cfg.weak_samples} | mode {cfg.mode}")
 
     # ---- starting point (or resume) ----
@@ -378,23 +399,24 @@ def main(cfg):
     if cfg.resume and not os.path.isfile(os.path.join(resume_dir, "state.json")) and os.path.isfile(done_path):
         finished = json.load(open(done_path))
         if finished.get("config") == {**asdict(cfg), "resume": finished["config"].get("resume")}:
-            print(f"{cfg.out_dir} already holds this finished run; nothing to resume")
+            print0(f"{cfg.out_dir} already holds this finished run; nothing to resume")
             print_table(finished, cfg)
             return finished
     if cfg.resume and os.path.isfile(os.path.join(resume_dir, "state.json")):
         state = json.load(open(os.path.join(resume_dir, "state.json")))
         model = model_lib.load(resume_dir, device=cfg.device)
         opt_state = torch.load(os.path.join(resume_dir, "optim.pt"), map_location=cfg.device, weights_only=True)
-        print(f"resuming {state['phase']} at step {state['step']} from {resume_dir}")
+        print0(f"resuming {state['phase']} at step {state['step']} from {resume_dir}")
     elif cfg.init_from:
         model = model_lib.load(cfg.init_from, device=cfg.device)
     elif cfg.task == "toy":
         model = fresh_toy_model(cfg, tok, task).to(cfg.device)
     else:
         raise SystemExit("error: real tasks need --init_from=CHECKPOINT (a model with the capability to lock)")
-    if not cfg.resume and os.path.exists(os.path.join(cfg.out_dir, "log.jsonl")):
+    if rank == 0 and not cfg.resume and os.path.exists(os.path.join(cfg.out_dir, "log.jsonl")):
         os.remove(os.path.join(cfg.out_dir, "log.jsonl"))  # a fresh run starts a fresh log
-    print(f"model: {model.config.arch}, {model.num_params() / 1e6:.2f}M parameters, device {cfg.device}")
+    print0(f"model: {model.config.arch}, {model.num_params() / 1e6:.2f}M parameters, device {cfg.device}, "
+           f"{world} process{'es' if world > 1 else ''}")
 
     # ---- phase 1: pretraining a fresh toy model on strong samples (pi_strong_base) ----
     pretrain = cfg.mode == "finetune" and not cfg.init_from
@@ -407,8 +429,10 @@ def main(cfg):
                          opt_state=opt_state if state else None)
         if not ok:
             return None
-        model_lib.save(model, os.path.join(cfg.out_dir, "pretrained"))
-        shutil.copy(tok.path, os.path.join(cfg.out_dir, "pretrained", "tokenizer.json"))
+        if rank == 0:
+            model_lib.save(model, os.path.join(cfg.out_dir, "pretrained"))
+            shutil.copy(tok.path, os.path.join(cfg.out_dir, "pretrained", "tokenizer.json"))
+        barrier()
         state = None  # the lock phase starts fresh
 
     # ---- phase 2: locking ----
@@ -423,14 +447,17 @@ def main(cfg):
 
     # ---- evaluation and outputs ----
     val = splits["val"][:cfg.eval_n] if cfg.eval_n else splits["val"]
-    metrics = evaluate(model, tok, task, cfg, val, policies)
-    model_lib.save(model, cfg.out_dir)
-    shutil.copy(tok.path, os.path.join(cfg.out_dir, "tokenizer.json"))
-    write_json(os.path.join(cfg.out_dir, "train_config.json"), asdict(cfg))
-    metrics.update(config=asdict(cfg), train_seconds=round(t_train, 1), wall_seconds=round(time.time() - t_start, 1))
-    write_json(os.path.join(cfg.out_dir, "metrics.json"), metrics)
-    shutil.rmtree(resume_dir, ignore_errors=True)
-    print_table(metrics, cfg)
+    metrics = evaluate(model, tok, task, cfg, val, policies)  # sharded over ranks, gathered on every rank
+    metrics.update(config=asdict(cfg), train_seconds=round(t_train, 1), wall_seconds=round(time.time() - t_start, 1),
+                   world_size=world)
+    if rank == 0:
+        model_lib.save(model, cfg.out_dir)
+        shutil.copy(tok.path, os.path.join(cfg.out_dir, "tokenizer.json"))
+        write_json(os.path.join(cfg.out_dir, "train_config.json"), asdict(cfg))
+        write_json(os.path.join(cfg.out_dir, "metrics.json"), metrics)
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        print_table(metrics, cfg)
+    barrier()
     return metrics
 
 
@@ -449,3 +476,5 @@ def print_table(m, cfg):
 
 if __name__ == "__main__":
     main(parse_cli(Config))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
