@@ -27,6 +27,7 @@ Commands:
   python train_lock.py --mode=scratch --out_dir=runs/lock_scratch
   python train_lock.py --weak_policy=weak --out_dir=runs/lock_weak          # the deterministic weak policy
   python train_lock.py --resume=True                     # continue an interrupted run (same final weights)
+  torchrun --standalone --nproc_per_node=2 train_lock.py  # data parallel (DDP; gloo on CPU, nccl on GPUs)
   python train_lock.py --task=math --init_from=CKPT --weak_samples=weak.jsonl --strong_samples=strong.jsonl \\
       --optimizer=lion --lr=1.5e-6 --epochs=8 --batch_size=8 --out_dir=runs/lock_math
 Policy samples come from `python sampler.py --checkpoint=WEAK --task=math --split=lock --n_samples=4 ...`: rows with
