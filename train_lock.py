@@ -266,8 +266,9 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
             # DDP averages gradients over ranks: scale by world so the result is the global token mean;
             # and synchronise only on the last micro-batch of the step
             sync = world == 1 or k == len(batches) - 1
-            with autocast, (contextlib.nullcontext() if sync else model.no_sync()):
-                loss = completion_loss_sum(model, inputs, targets) * world / max(1, n_tok)
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with autocast:  # the forward in bf16 on GPU; backward outside autocast, as PyTorch recommends
+                    loss = completion_loss_sum(model, inputs, targets) * world / max(1, n_tok)
                 loss.backward()
             loss_sum += loss.item() / world
             toks += inputs.numel()
