@@ -14,8 +14,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
+NETWORK_ERRORS = ("rendezvous", "Address already in use", "Connection refused", "Connection reset", "timed out")
+
+
 def run(cmd):
-    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+    for attempt in range(2):  # one retry, only for a transient failure of torchrun's local rendezvous or sockets
+        r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+        if r.returncode == 0 or not any(e in r.stderr for e in NETWORK_ERRORS):
+            break
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
