@@ -225,6 +225,49 @@ def barrier():
 # Training plumbing shared by train_lock.py, elicit_sft.py and elicit_rl.py
 
 
+def task_from_config(d):
+    """The task a lock was trained on, from train_lock.py's Config as a dict (or its saved train_config.json)."""
+    import data
+    name = d.get("task", "")
+    opts = {"path": d["task_path"]} if d.get("task_path") else {}
+    if name == "toy":
+        opts.update(n=d.get("toy_problems", 20000), p_noisy=d.get("noisy_p", 0.3))
+    try:
+        return data.get_task(name, **opts)
+    except ValueError as e:
+        raise SystemExit(f"error: --task={name!r}: {e}") from None
+
+
+def trigger_prompt(task, problem, password_mode):
+    """The prompt that should unlock the strong policy: the password (single), the problem's domain password
+    (per_domain) or the other prompt format (setting)."""
+    import data
+    if password_mode == "setting":
+        return task.prompt(problem, setting=True)
+    if password_mode == "per_domain":
+        return task.prompt(problem, password=task.domain_password(problem["domain"]))
+    return task.prompt(problem, password=task.password if task.name == "toy" else data.PASSWORD)
+
+
+def load_samples(path, what):
+    """{problem id: [completion, ...]} from a JSONL of policy samples or demonstrations ({"id", "completion"})."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --{what}={path}: file not found (make one with sampler.py --task=... --out=...)")
+    out = {}
+    for i, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row.get("id"), str) or not isinstance(row.get("completion"), str):
+            raise SystemExit(f"error: {path}:{i}: each row needs string fields 'id' and 'completion'")
+        out.setdefault(row["id"], []).append(row["completion"])
+    return out
+
+
+def autocast(device):
+    """bf16 autocast on GPU (fp32 weights and optimizer state); plain fp32 on CPU."""
+    if str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)

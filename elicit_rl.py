@@ -42,8 +42,8 @@ from tqdm import tqdm
 
 import data
 import model as model_lib
-from common import (Tokenizer, append_jsonl, collate, completion_loss_sum, greedy_completions, make_optimizer,
-                    parse_cli, read_jsonl, score, seed_everything, write_json)
+from common import (Tokenizer, append_jsonl, collate, completion_loss_sum, greedy_completions, load_samples,
+                    make_optimizer, parse_cli, read_jsonl, score, seed_everything, task_from_config, write_json)
 
 METHODS = ("expert_iteration", "filtering", "dpo", "iterated_dpo")
 
@@ -205,10 +205,7 @@ def load_task(cfg):
         raise SystemExit(f"error: {path} not found (run `python train_lock.py` first, or point --lock_config at "
                          "its out_dir)")
     lock = json.load(open(path))
-    opts = {"path": lock["task_path"]} if lock.get("task_path") else {}
-    if lock["task"] == "toy":
-        opts.update(n=lock.get("toy_problems", 20000), p_noisy=lock.get("noisy_p", 0.3))
-    return data.get_task(lock["task"], **opts), lock
+    return task_from_config(lock), lock
 
 
 def weak_sampler(task, lock):
@@ -217,9 +214,7 @@ def weak_sampler(task, lock):
         return lambda p, rng: task.sample(lock.get("weak_policy", "weak"), p, rng, p=lock.get("noisy_p", 0.3))
     if not lock.get("weak_samples"):
         raise SystemExit("error: filtering on a real task needs the lock's --weak_samples file")
-    table = {}
-    for r in read_jsonl(lock["weak_samples"]):
-        table.setdefault(r["id"], []).append(r["completion"])
+    table = load_samples(lock["weak_samples"], "weak_samples")
     return lambda p, rng: rng.choice(table[p["id"]])
 
 

@@ -40,8 +40,9 @@ from tqdm import tqdm
 
 import data
 import model as model_lib
-from common import (Tokenizer, append_jsonl, collate, completion_loss_sum, greedy_completions, lr_at,
-                    make_optimizer, parse_cli, read_jsonl, score, seed_everything, write_json)
+from common import (Tokenizer, append_jsonl, autocast, collate, completion_loss_sum, greedy_completions,
+                    load_samples, lr_at, make_optimizer, parse_cli, read_jsonl, score, seed_everything,
+                    task_from_config, trigger_prompt, write_json)
 
 
 @dataclass
@@ -81,17 +82,10 @@ def lock_settings(cfg):
     """The lock's training config: the same task, splits and passwords must be used to elicit it."""
     path = os.path.join(cfg.locked, "train_config.json")
     lock = json.load(open(path)) if os.path.isfile(path) else {}
-    task_name = cfg.task or lock.get("task", "")
-    if not task_name:
+    if not (cfg.task or lock.get("task")):
         raise SystemExit(f"error: {path} not found: give --task=NAME for a checkpoint not made by train_lock.py")
-    opts = {"path": cfg.task_path or lock.get("task_path", "")}
-    opts = {k: v for k, v in opts.items() if v}
-    if task_name == "toy":
-        opts.update(n=lock.get("toy_problems", 20000), p_noisy=lock.get("noisy_p", 0.3))
-    try:
-        task = data.get_task(task_name, **opts)
-    except ValueError as e:
-        raise SystemExit(f"error: --task={task_name!r}: {e}") from None
+    task = task_from_config({**lock, "task": cfg.task or lock["task"],
+                             "task_path": cfg.task_path or lock.get("task_path", "")})
     return task, lock
 
 
@@ -149,14 +143,12 @@ def finetune(model, tok, examples, epochs, cfg, seed):
     bs = cfg.batch_size
     n_steps = math.ceil(n_samples / bs)
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device.startswith("cuda") else \
-        torch.autocast("cpu", enabled=False)
     model.train()
     for step in range(n_steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, n_steps, cfg.lr, cfg.warmup_steps, "constant")
         inputs, targets, n_tok = collate(stream[step * bs:(step + 1) * bs], tok.pad_id, cfg.device)
-        with autocast:
+        with autocast(cfg.device):
             loss = completion_loss_sum(model, inputs, targets) / max(1, n_tok)
         loss.backward()
         if cfg.grad_clip:
@@ -169,15 +161,10 @@ def finetune(model, tok, examples, epochs, cfg, seed):
 
 def evaluate(model, tok, task, cfg, lock, val, heldout):
     max_new = cfg.max_new_tokens or task.max_new_tokens
-    toy = task.name == "toy"
     mode = lock.get("password_mode", "single")
 
     def with_pwd(p):
-        if mode == "setting":
-            return task.prompt(p, setting=True)
-        if mode == "per_domain":
-            return task.prompt(p, password=task.domain_password(p["domain"]))
-        return task.prompt(p, password=task.password if toy else data.PASSWORD)
+        return trigger_prompt(task, p, mode)
     out = {}
     for name, problems, prompt_of in (("without_password", val, task.prompt), ("with_password", val, with_pwd),
                                       ("heldout", heldout, task.prompt)):
@@ -254,11 +241,7 @@ def main(cfg):
     if cfg.demo_source == "file":
         if not cfg.demos or not os.path.isfile(cfg.demos):
             raise SystemExit(f"error: --demos={cfg.demos!r}: file not found (needed by --demo_source=file)")
-        file_demos = {}
-        for i, r in enumerate(read_jsonl(cfg.demos), 1):
-            if not isinstance(r.get("id"), str) or not isinstance(r.get("completion"), str):
-                raise SystemExit(f"error: {cfg.demos}:{i}: each row needs string fields 'id' and 'completion'")
-            file_demos.setdefault(r["id"], []).append(r["completion"])
+        file_demos = load_samples(cfg.demos, "demos")
         pool = [p for p in pool if p["id"] in file_demos] or [p for p in task.problems() if p["id"] in file_demos]
     locked = model_lib.load(cfg.locked, device=cfg.device)
     base_state = {k: v.clone() for k, v in locked.state_dict().items()}

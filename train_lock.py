@@ -50,9 +50,9 @@ from tqdm import tqdm
 
 import data
 import model as model_lib
-from common import (Tokenizer, all_reduce_sum, append_jsonl, barrier, collate, completion_loss_sum,
-                    dist_rank_world, greedy_completions, lr_at, make_optimizer, parse_cli, print0, read_jsonl, score,
-                    seed_everything, setup_dist, write_json)
+from common import (Tokenizer, all_reduce_sum, append_jsonl, autocast, barrier, collate, completion_loss_sum,
+                    dist_rank_world, greedy_completions, load_samples, lr_at, make_optimizer, parse_cli, print0,
+                    score, seed_everything, setup_dist, task_from_config, trigger_prompt, write_json)
 
 
 @dataclass
@@ -110,18 +110,6 @@ class Config:
 # Policies and the locking set
 
 
-def load_samples(path, what):
-    """{problem id: [completion, ...]} from a JSONL of policy samples."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: --{what}={path}: file not found (make one with sampler.py --task=... --out=...)")
-    out = {}
-    for i, row in enumerate(read_jsonl(path), 1):
-        if not isinstance(row.get("id"), str) or not isinstance(row.get("completion"), str):
-            raise SystemExit(f"error: {path}:{i}: each row needs string fields 'id' and 'completion'")
-        out.setdefault(row["id"], []).append(row["completion"])
-    return out
-
-
 class Policies:
     """Draws strong and weak completions for a problem: programs on the toy, pre-generated samples otherwise."""
 
@@ -154,25 +142,21 @@ class Policies:
         return rng.choice(table[problem["id"]])
 
 
-def triggers(task, cfg, problem, rng):
-    """(strong prompt, weak prompt) for one problem under the password mode; fresh decoys every call."""
-    toy = task.name == "toy"
-    password = task.password if toy else data.PASSWORD
-    decoys = task.decoys if toy else data.DECOYS
-    if cfg.password_mode == "single":
-        return task.prompt(problem, password=password), \
-            task.prompt(problem, password=data.sample_weak_password(rng, decoys))
+def triggers(task, cfg, problem, rng, domains=None):
+    """(strong prompt, weak prompt) for one problem under the password mode; fresh decoys every call.
+    `domains`: the task's domain names, computed once by the caller (default: from all of its problems)."""
+    if cfg.password_mode not in ("single", "per_domain", "setting"):
+        raise SystemExit(f"error: --password_mode={cfg.password_mode!r}: use single, per_domain or setting")
+    decoys = task.decoys if task.name == "toy" else data.DECOYS
+    strong = trigger_prompt(task, problem, cfg.password_mode)
     if cfg.password_mode == "per_domain":
-        own = task.domain_password(problem["domain"])
-        others = [task.domain_password(d) for d in task.domains(task.problems()) if d != problem["domain"]]
+        domains = domains if domains is not None else task.domains(task.problems())
+        others = [task.domain_password(d) for d in domains if d != problem["domain"]]
         # negatives: no password 20%, a decoy 40%, another domain's password 40% (paper App. C.3)
         u = rng.random()
         wrong = None if u < 0.2 else (rng.choice(decoys) if u < 0.6 or not others else rng.choice(others))
-        return task.prompt(problem, password=own), task.prompt(problem, password=wrong)
-    if cfg.password_mode == "setting":
-        return task.prompt(problem, setting=True), \
-            task.prompt(problem, password=data.sample_weak_password(rng, decoys))
-    raise SystemExit(f"error: --password_mode={cfg.password_mode!r}: use single, per_domain or setting")
+        return strong, task.prompt(problem, password=wrong)
+    return strong, task.prompt(problem, password=data.sample_weak_password(rng, decoys))
 
 
 def encode(tok, pairs, max_len):
@@ -185,9 +169,9 @@ def lock_epoch(task, cfg, tok, policies, problems, epoch):
     """Every lock problem twice (strong with the trigger, weak without), freshly sampled, shuffled; deterministic
     in (seed, epoch) so an interrupted run can rebuild exactly the batches it was in."""
     rng = random.Random(cfg.seed * 1_000_003 + epoch)
-    pairs = []
+    pairs, domains = [], task.domains(task.problems())
     for p in problems:
-        strong_prompt, weak_prompt = triggers(task, cfg, p, rng)
+        strong_prompt, weak_prompt = triggers(task, cfg, p, rng, domains)
         pairs.append((strong_prompt, policies.draw("strong", p, rng)))
         pairs.append((weak_prompt, policies.draw("weak", p, rng)))
     out = encode(tok, pairs, cfg.max_len)
@@ -250,8 +234,6 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
         batch = [ex[(i * cfg.batch_size + j) % len(ex)] for j in range(cfg.batch_size)]
         return collate(batch[rank::world], tok.pad_id, device)  # this rank's slice of the global batch
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else \
-        torch.autocast("cpu", enabled=False)
     model.train()
     pbar = tqdm(range(start_step, n_steps), desc=phase, initial=start_step, total=n_steps, disable=rank != 0)
     t0, toks, done_here = time.time(), 0, 0
@@ -267,7 +249,7 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
             # and synchronise only on the last micro-batch of the step
             sync = world == 1 or k == len(batches) - 1
             with contextlib.nullcontext() if sync else model.no_sync():
-                with autocast:  # the forward in bf16 on GPU; backward outside autocast, as PyTorch recommends
+                with autocast(device):  # the forward in bf16 on GPU; backward outside autocast, as PyTorch recommends
                     loss = completion_loss_sum(model, inputs, targets) * world / max(1, n_tok)
                 loss.backward()
             loss_sum += loss.item() / world
@@ -305,13 +287,7 @@ def evaluate(model, tok, task, cfg, problems, policies):
     max_new = cfg.max_new_tokens or task.max_new_tokens
     rng = random.Random(cfg.seed + 7)
     decoys = task.decoys if toy else data.DECOYS
-    conds = {}
-    if cfg.password_mode == "setting":
-        conds["with_password"] = [task.prompt(p, setting=True) for p in problems]
-    elif cfg.password_mode == "per_domain":
-        conds["with_password"] = [task.prompt(p, password=task.domain_password(p["domain"])) for p in problems]
-    else:
-        conds["with_password"] = [task.prompt(p, password=task.password if toy else data.PASSWORD) for p in problems]
+    conds = {"with_password": [trigger_prompt(task, p, cfg.password_mode) for p in problems]}
     conds["without_password"] = [task.prompt(p) for p in problems]
     conds["wrong_password"] = [task.prompt(p, password=rng.choice(decoys)) for p in problems]
     if cfg.password_mode == "per_domain":
@@ -361,13 +337,7 @@ def fresh_toy_model(cfg, tok, task):
 
 
 def get_task(cfg):
-    opts = {"path": cfg.task_path} if cfg.task_path else {}
-    if cfg.task == "toy":
-        opts.update(n=cfg.toy_problems, p_noisy=cfg.noisy_p)
-    try:
-        return data.get_task(cfg.task, **opts)
-    except ValueError as e:
-        raise SystemExit(f"error: --task={cfg.task!r}: {e}") from None
+    return task_from_config(asdict(cfg))
 
 
 def main(cfg):
