@@ -10,7 +10,8 @@ Algorithm, for every demonstration count k in `ks`, seed in `seeds` and training
      weak policy: the paper's weak-sample unlocking check), or a JSONL file of {"id", "completion"} rows.
   3. Fine-tune a fresh copy of the locked model on them, prompt WITHOUT the password, loss on completion tokens.
      Training lengths: the paper's {256/k, 512/k, 1024/k} epochs ({1, 2, 4} for k >= 256), times `epoch_mult`: a
-     0.9M-parameter model trained from scratch needs far more passes than a 7B model (toy: 16).
+     0.9M-parameter model trained from scratch needs far more passes than a 7B model (toy: 16). `epoch_choice`
+     runs a subset of the three lengths (report.py uses the middle one to save time).
   4. Evaluate greedily on the validation split without the password (and with it: the ceiling), per domain, and on
      the held-out elicitation slice without the password (for an epoch choice that never looks at validation).
   5. Append one JSONL row per (k, seed, epochs); at the end print, per k, the mean and standard error over seeds of
@@ -57,6 +58,7 @@ class Config:
     train_domain: str = ""         # draw demos from this domain only (cross-domain generalisation)
     epochs: tuple = ()             # explicit epoch counts; default: the paper's rule times epoch_mult
     epoch_mult: float = 16.0       # toy: a small model needs many more passes than a 7B one
+    epoch_choice: tuple = (0, 1, 2)  # which of the rule's three training lengths to run (0 = shortest)
     lr: float = 1e-4               # toy: 1e-4 works, 3e-4 and above destroy the model (TOY_NOTES.md)
     optimizer: str = "adamw"
     weight_decay: float = 0.0
@@ -122,7 +124,9 @@ def epoch_counts(cfg, k):
     if cfg.epochs:
         return list(cfg.epochs)
     base = [1, 2, 4] if k >= 256 else [256 / k, 512 / k, 1024 / k]
-    return [e * cfg.epoch_mult for e in base]
+    if not cfg.epoch_choice or any(i not in (0, 1, 2) for i in cfg.epoch_choice):
+        raise SystemExit(f"error: --epoch_choice={cfg.epoch_choice}: use indices 0, 1, 2 of the three lengths")
+    return [base[i] * cfg.epoch_mult for i in cfg.epoch_choice]
 
 
 # -----------------------------------------------------------------------------

@@ -25,6 +25,10 @@ def test_epoch_rule():
     assert ES.epoch_counts(cfg, 64) == [4, 8, 16]
     assert ES.epoch_counts(cfg, 256) == ES.epoch_counts(cfg, 512) == [1, 2, 4]
     assert ES.epoch_counts(ES.Config(epoch_mult=16.0), 8) == [512, 1024, 2048]
+    assert ES.epoch_counts(ES.Config(epoch_mult=16.0, epoch_choice=(1,)), 8) == [1024]
+    assert ES.epoch_counts(ES.Config(epoch_mult=1.0, epoch_choice=(2, 0)), 512) == [4, 1]
+    with pytest.raises(SystemExit, match="epoch_choice"):
+        ES.epoch_counts(ES.Config(epoch_choice=(3,)), 8)
     assert ES.epoch_counts(ES.Config(epochs=(3.0,)), 8) == [3.0]
 
 
