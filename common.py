@@ -36,6 +36,8 @@ def parse_cli(config_cls, argv=None):
         raise SystemExit(0)
     kwargs = {}
     for arg in argv:
+        if arg.startswith("--") and "=" not in arg and hints.get(arg[2:]) is bool:
+            arg += "=True"  # a bare boolean flag: --quick means --quick=True
         if not arg.startswith("--") or "=" not in arg:
             raise SystemExit(f"error: expected --field=value, got {arg!r} (see --help)")
         key, val = arg[2:].split("=", 1)

@@ -29,6 +29,12 @@ def test_parse_cli_types_and_defaults():
     assert C.parse_cli(Cfg, ["--lr=1"]).lr == 1.0 and isinstance(C.parse_cli(Cfg, ["--lr=1"]).lr, float)
     assert C.parse_cli(Cfg, []) == Cfg()
     assert C.parse_cli(Cfg, ["--name=runs/a b"]).name == "runs/a b"
+    assert C.parse_cli(Cfg, ["--resume"]).resume is True  # a bare boolean flag
+
+
+def test_parse_cli_bare_flag_only_for_booleans():
+    with pytest.raises(SystemExit, match="expected --field=value, got '--steps'"):
+        C.parse_cli(Cfg, ["--steps"])
 
 
 def test_parse_cli_rejects_unknown_and_badly_typed():
