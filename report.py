@@ -169,8 +169,8 @@ class Runner:
         cfg = replace(elicit_sft.Config(), locked=locked, out_dir=out, eval_n=self.S["eval_n"], device=self.cfg.device,
                       **{"epoch_choice": (1,), **self.S["sft"], **over})
         self._run(experiment, "elicit_sft.py", elicit_sft, cfg, out)
-        rows = read_jsonl(os.path.join(out, "results.jsonl"))
-        return [r for r in rows if r["n_demos"] in cfg.ks and r["seed"] in cfg.seeds]
+        want = json.loads(json.dumps(asdict(cfg)))  # rows made by this exact config (JSON turns tuples to lists)
+        return [r for r in read_jsonl(os.path.join(out, "results.jsonl")) if r["config"] == want]
 
     def rl(self, experiment, name, locked, method, seed, rounds):
         out = os.path.join(self.work, "rl", name)
