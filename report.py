@@ -144,6 +144,8 @@ class Runner:
         self.timings_path = os.path.join(self.work, "timings.json")
         os.makedirs(self.work, exist_ok=True)
         self.timings = json.load(open(self.timings_path)) if os.path.isfile(self.timings_path) else {}
+        self.invocations_path = os.path.join(self.work, "invocations.json")  # wall seconds of every report.py call
+        self.invocations = json.load(open(self.invocations_path)) if os.path.isfile(self.invocations_path) else []
 
     def _run(self, experiment, script, module, cfg, out_dir):
         cmd = command(script, cfg, module.Config())
@@ -430,10 +432,13 @@ def exp_prompting(R):
     per_seed = {}
     for s in S["seeds"]:
         path = os.path.join(R.work, "locks", f"ft200k_s{s}")
+        R.commands.setdefault("7. Prompting baselines", []).append(
+            f"# report.py evaluates every prompt variant greedily on {path} (exp_prompting)")
         cache = os.path.join(R.work, "prompting", f"ft200k_s{s}.json")
         if os.path.isfile(cache):
             per_seed[s] = json.load(open(cache))
             continue
+        t0 = time.time()
         lock = json.load(open(os.path.join(path, "train_config.json")))
         task = task_from_config(lock)
         splits = data.split(task.problems(), seed=lock["split_seed"])
@@ -450,6 +455,8 @@ def exp_prompting(R):
             comps = greedy_completions(model, tok, texts, task.max_new_tokens, 500, desc=name)
             res[name] = sum(task.grade(c, p).correct for c, p in zip(comps, val)) / len(val)
         write_json(cache, res)
+        R.timings[cache] = round(time.time() - t0, 1)
+        write_json(R.timings_path, R.timings)
         per_seed[s] = res
     names = list(per_seed[S["seeds"][0]])
     decoys = [n for n in names if n.startswith("decoy")]
@@ -602,8 +609,9 @@ def write_report(cfg, scale, R, results, plots, wall, note):
              f"`python report.py{' --quick' if scale == 'quick' else '' if scale == 'full' else ' --scale=tiny'}` "
              f"at commit {git_commit()}, {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
              f"{platform.machine()} with {os.cpu_count()} CPU cores, device {cfg.device}.", "",
-             f"**Wall time:** {wall / 60:.1f} minutes for this invocation; {run_seconds / 60:.1f} minutes summed over "
-             f"the {len(R.timings)} runs when each first ran (the cost of the whole report from scratch). "
+             f"**Wall time:** {sum(R.invocations) / 60:.1f} minutes over {len(R.invocations)} invocation(s) of "
+             f"report.py (this one: {wall / 60:.1f}); {run_seconds / 60:.1f} minutes summed over the "
+             f"{len(R.timings)} runs when each first ran. "
              f"Seeds: {', '.join(map(str, S['seeds']))}. All numbers are greedy correctness on validation problems, "
              f"mean ± standard error over seeds (± 0.000 with one seed)." + (f" {note}" if note else ""), "",
              "Reproduced? " + ", ".join(f"{name.split('. ', 1)[1]}: **{'yes' if r['finding'].startswith('Reproduced') else 'no'}**"
@@ -648,10 +656,12 @@ def main(cfg):
         except ImportError:
             note = "Plots skipped: matplotlib is not installed (`pip install matplotlib`)."
     wall = time.time() - t0
+    R.invocations.append(round(wall, 1))
+    write_json(R.invocations_path, R.invocations)
     path = write_report(cfg, scale, R, results, plots, wall, note)
     write_json(os.path.join(cfg.out_dir, "results.json"),
                {"scale": scale, "settings": SCALES[scale], "config": asdict(cfg), "wall_seconds": round(wall, 1),
-                "run_seconds": R.timings, "commands": R.commands,
+                "invocation_seconds": R.invocations, "run_seconds": R.timings, "commands": R.commands,
                 "experiments": {k: {"finding": v["finding"], "table": v["table"], "data": jsonable(v["data"])}
                                 for k, v in results.items()}})
     print(f"\n{'experiment':34s} reproduced")
