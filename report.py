@@ -14,8 +14,9 @@ Experiments, each run with the three scripts (train_lock.py, elicit_sft.py, elic
      the noisy, the deterministic ("weak") and the fixedrdm weak policies.
   7. Prompting baselines (camera-ready figure): the password, near-miss variants of it, decoys, few-shot prompts.
 Seeds: the three main locks are made once per seed, and seed s elicits lock s, so their error bars include the
-lock's own variance. The per-domain, setting and RL locks are made once (from the seed-0 pretrained model) and
-their seeds are elicitation seeds. Every number is greedy correctness on validation problems; +- is the standard
+locking run's own variance (the fine-tuning locks of one pretraining size share one pretrained model, pi_strong_base,
+as in the paper). The per-domain, setting and RL locks are made once (from the 200k pretrained model) and their
+seeds are elicitation seeds. Every number is greedy correctness on validation problems; +- is the standard
 error of the mean over seeds.
 
 Scales: full (3 seeds; about an hour on 2 CPU cores), quick (1 seed, shorter grids, one pretraining size, short
@@ -65,10 +66,10 @@ DOMAINS = ("A", "B", "C", "D")
 SCALES = {
     "full": dict(
         seeds=(0, 1, 2), locks=("ft200k", "ft12k", "scratch"), lock={}, scratch_epochs=6, variant_epochs=2,
-        rl_lock_epochs=8, eval_n=1000, sft={}, sft_ks=(4, 16, 64, 256), weak_ks=(16, 256), cross_k=512,
-        cross_domains=DOMAINS, setting_ks=(4, 16, 64), rl={}, rl_rounds=dict(expert_iteration=6, filtering=4,
-                                                                           iterated_dpo=5, dpo=6),
-        setting_rl_rounds=6, shots=(1, 3)),
+        rl_lock_epochs=8, eval_n=1000, sft={}, sft_ks=(4, 16, 64, 256), weak_ks=(64,), cross_k=512,
+        cross_domains=DOMAINS, setting_ks=(4, 64), rl={}, rl_rounds=dict(expert_iteration=5, filtering=3,
+                                                                      iterated_dpo=4, dpo=5),
+        setting_rl_rounds=4, shots=(1, 3)),
     "quick": dict(
         seeds=(0,), locks=("ft200k", "scratch"), lock=dict(eval_n=1000), scratch_epochs=4, variant_epochs=1,
         rl_lock_epochs=1, eval_n=500, sft={}, sft_ks=(4, 64), weak_ks=(16,), cross_k=256, cross_domains=("A", "C"),
@@ -186,15 +187,20 @@ class Runner:
 # The experiments. Each returns a dict: table (markdown lines), finding (a sentence), data (numbers for plots/JSON).
 
 
-def lock_args(S, kind, seed, scale):
+def lock_args(R, kind, seed, scale):
+    """Seed s of a lock kind. Fine-tuning locks share one pretrained model per pretraining size (pi_strong_base,
+    made by the first seed's run); their seeds differ in the locking run."""
     if kind == "scratch":
-        return dict(seed=seed, mode="scratch", epochs=S["scratch_epochs"], lr=1e-3)
-    return dict(seed=seed, pretrain_samples=(TINY_PRETRAIN if scale == "tiny" else PRETRAIN)[kind])
+        return dict(seed=seed, mode="scratch", epochs=R.S["scratch_epochs"], lr=1e-3)
+    args = dict(seed=seed, pretrain_samples=(TINY_PRETRAIN if scale == "tiny" else PRETRAIN)[kind])
+    if seed != R.S["seeds"][0]:
+        args["init_from"] = os.path.join(R.work, "locks", f"{kind}_s{R.S['seeds'][0]}", "pretrained")
+    return args
 
 
 def exp_locks(R, scale):
     S, ex = R.S, "1. Lock table"
-    metrics = {kind: [R.lock(ex, f"{kind}_s{s}", **lock_args(S, kind, s, scale)) for s in S["seeds"]]
+    metrics = {kind: [R.lock(ex, f"{kind}_s{s}", **lock_args(R, kind, s, scale)) for s in S["seeds"]]
                for kind in S["locks"]}
     cols = ("with_password", "without_password", "wrong_password", "weak_policy")
     agg = {kind: {c: mean_se([m[f"correct_{c}"] for m in ms]) for c in cols} for kind, ms in metrics.items()}
