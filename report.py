@@ -71,9 +71,9 @@ SCALES = {
                                                                       iterated_dpo=4, dpo=5),
         setting_rl_rounds=4, shots=(1, 3)),
     "quick": dict(
-        seeds=(0,), locks=("ft200k", "scratch"), lock=dict(eval_n=1000), scratch_epochs=4, variant_epochs=1,
+        seeds=(0,), locks=("ft200k", "scratch"), lock=dict(eval_n=500), scratch_epochs=4, variant_epochs=1,
         rl_lock_epochs=1, eval_n=500, sft={}, sft_ks=(4, 64), weak_ks=(16,), cross_k=256, cross_domains=("A", "C"),
-        setting_ks=(4,), rl={}, rl_rounds=dict(expert_iteration=3, filtering=2, iterated_dpo=3, dpo=3),
+        setting_ks=(4,), rl={}, rl_rounds=dict(expert_iteration=2, filtering=1, iterated_dpo=2, dpo=2),
         setting_rl_rounds=2, shots=(3,)),
     "tiny": dict(
         seeds=(0, 1), locks=("ft200k", "ft12k", "scratch"), scratch_epochs=1, variant_epochs=1, rl_lock_epochs=1,
