@@ -307,7 +307,8 @@ def load_full_state(model, sd):
     """Copy a full state dict (from full_state) into the model; under FSDP rank 0's dict is sent to every rank."""
     if is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-        set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        # (a shallow copy: set_model_state_dict puts this rank's shards into the dict it is given)
+        set_model_state_dict(model, dict(sd), options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     else:
         model.load_state_dict(sd)
 

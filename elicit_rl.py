@@ -42,9 +42,9 @@ from tqdm import tqdm
 import data
 import model as model_lib
 from common import (PARALLEL, Tokenizer, all_reduce_sum, append_jsonl, autocast, collate, ddp_wrap, dist_rank_world,
-                    gather_indexed, greedy_completions, load_model, load_samples, make_optimizer, parse_cli, print0,
-                    print_memory_estimate, rank_share, read_jsonl, save_model, score, seed_everything, setup_dist,
-                    task_from_config, train_step, write_json)
+                    gather_indexed, greedy_completions, is_fsdp, load_model, load_samples, make_optimizer,
+                    parse_cli, print0, print_memory_estimate, rank_share, read_jsonl, save_model, score,
+                    seed_everything, setup_dist, task_from_config, train_step, write_json)
 
 METHODS = ("expert_iteration", "filtering", "dpo", "iterated_dpo")
 
@@ -148,6 +148,8 @@ def reference_logprobs(model, tok, task, pairs, cfg):
             lp = sequence_logprobs(model, *encode_pairs_batch(tok, task, chunk, cfg.device))
         if w:
             mine += zip(ids, zip(lp[:len(chunk)].tolist(), lp[len(chunk):].tolist()))
+    if is_fsdp(model):  # FSDP2 leaves the root gathered after a forward (it expects a backward); without this the
+        model.reshard()  # next training step silently drops the root's gradients (embeddings, final norm, head)
     return gather_indexed(mine, len(pairs))
 
 
