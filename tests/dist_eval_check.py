@@ -1,7 +1,8 @@
 """Helper for tests/test_distributed.py: completions of 37 prompts with common.greedy_completions, greedy and sampled
 at temperature 1 (batches of 5: 8 batches), written as JSON by rank 0. Run alone or under torchrun (directly or
 through tests/dist_run.py); the outputs must be identical.
-    python tests/dist_eval_check.py --out=OUT.json  |  torchrun --standalone --nproc_per_node=2 tests/dist_eval_check.py --out=OUT.json
+    python tests/dist_eval_check.py --out=OUT.json
+    torchrun --standalone --nproc_per_node=2 tests/dist_eval_check.py --out=OUT.json
 """
 import json
 import os
