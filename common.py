@@ -1,6 +1,8 @@
 """
 Plumbing shared by the scripts (sampler.py's command line, train_lock.py, elicit_sft.py, elicit_rl.py): the
-`--field=value` command-line parser for a Config dataclass, the tokenizer wrapper, JSONL files and atomic writes.
+`--field=value` command-line parser for a Config dataclass, the tokenizer wrapper, JSONL files and atomic writes;
+torchrun plumbing (DDP or FSDP2, the shared training step, sharded evaluation, full checkpoints from a sharded
+model), a training-memory estimate, and the training pieces (batches, loss, LR schedule, AdamW / Lion).
 Nothing here knows about password locking; the experiments live in the scripts.
 """
 import ast
@@ -520,7 +522,8 @@ def load_samples(path, what):
 
 
 def autocast(device):
-    """bf16 autocast on GPU (fp32 weights and optimizer state); plain fp32 on CPU."""
+    """bf16 autocast on GPU: matmuls in bf16, weights, gradients and optimizer state stay fp32 (the model casts its
+    logits to fp32 and RMSNorm computes in fp32); plain fp32 on CPU. Used around every training forward."""
     if str(device).startswith("cuda"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)

@@ -27,7 +27,19 @@ Commands (after `python train_lock.py`, which locks with the noisy weak policy):
   python elicit_rl.py --method=iterated_dpo
   python elicit_rl.py --method=expert_iteration --locked=runs/lock_weak --out_dir=runs/rl/ei_weak
   python elicit_rl.py --locked=runs/sft/models/k8_s0_e1024 --lock_config=runs/lock   # SFT on a few samples, then RL
+  torchrun --standalone --nproc_per_node=2 elicit_rl.py --method=expert_iteration --eval_batch_size=320
+  torchrun --standalone --nproc_per_node=8 elicit_rl.py --method=iterated_dpo --locked=runs/lock_math_7b \\
+      --parallel=fsdp --grad_checkpoint=True --eval_batch_size=64     # 7B on 8 GPUs
 Rounds resume: run the same command again after an interruption. out_dir/model/ holds the latest model.
+
+Many processes: as in train_lock.py (see its docstring): the SFT steps and DPO batches are split over ranks with the
+one-process loss (SFT: normalised by all ranks' completion tokens; DPO: the mean over the whole batch of pairs),
+gradients sync once a step; --parallel=ddp|fsdp, --grad_checkpoint=True, bf16 compute on GPU with fp32 weights and
+optimizer state (the DPO reference log-probs too, so the policy starts equal to its reference), a memory estimate at
+start; rank 0 writes. Sampling hands each rank whole batches of --eval_batch_size prompts with the one-process
+seeds, so N processes draw exactly the samples of one process with the same --eval_batch_size (tested); with fewer
+batches than processes some ranks wait, so use about samples_per_round / N. Greedy evaluation deals out prompts one
+by one. Under FSDP, sampling and evaluation run on an unsharded copy of the model on each rank.
 """
 import json
 import os

@@ -24,6 +24,13 @@ Commands:
   python elicit_sft.py --train_domain=A --out_dir=runs/sft_A            # demos from one domain, evaluated on all
   python elicit_sft.py --locked=CKPT --demo_source=file --demos=strong.jsonl --ks="(0,)" --save=True \\
       --out_dir=runs/weak_model                          # k = 0 means all demos: e.g. make a weak model
+  torchrun --standalone --nproc_per_node=2 elicit_sft.py                # data parallel (DDP), the same numbers
+  torchrun --standalone --nproc_per_node=8 elicit_sft.py --locked=runs/lock_math_7b --epoch_mult=1 \\
+      --parallel=fsdp --grad_checkpoint=True --eval_batch_size=32 --out_dir=runs/sft_math_7b   # 7B on 8 GPUs
+Many processes: as in train_lock.py (see its docstring): each rank trains on its share of every batch (a rank left
+without an example in a small last batch runs a stand-in with weight 0), the loss is normalised over all ranks'
+completion tokens, gradients sync once a step; --parallel=ddp|fsdp, --grad_checkpoint=True, bf16 compute on GPU
+with fp32 weights and optimizer state, a memory estimate at start; evaluation sharded; rank 0 writes.
 Writes out_dir/results.jsonl (keys n_demos, seed, epochs, correct_without_password, correct_with_password,
 correct_heldout, per_domain, demo_source, train_domain, config); with --save=True each run's model under
 out_dir/models/. Finished rows are not recomputed when the command is run again (resume).

@@ -30,8 +30,27 @@ Commands:
   torchrun --standalone --nproc_per_node=2 train_lock.py  # data parallel (DDP; gloo on CPU, nccl on GPUs)
   python train_lock.py --task=math --init_from=CKPT --weak_samples=weak.jsonl --strong_samples=strong.jsonl \\
       --optimizer=lion --lr=1.5e-6 --epochs=8 --batch_size=8 --out_dir=runs/lock_math
+  torchrun --standalone --nproc_per_node=8 train_lock.py --task=math --init_from=CKPT_7B --weak_samples=weak.jsonl \\
+      --optimizer=lion --lr=1.5e-6 --epochs=8 --batch_size=16 --grad_accum=4 --parallel=fsdp --grad_checkpoint=True \\
+      --eval_batch_size=32 --out_dir=runs/lock_math_7b   # a 7B model on 8 GPUs: FSDP2, bf16 compute
 Policy samples come from `python sampler.py --checkpoint=WEAK --task=math --split=lock --n_samples=4 ...`: rows with
 the problem "id" and a "completion". Without --strong_samples the strong side uses each problem's reference solution.
+
+Many processes (torchrun: one process a GPU with nccl, or CPU processes with gloo):
+  Every rank builds the same global batch (batch_size must be a multiple of the processes) and trains on its slice;
+  the loss is normalised by the step's completion tokens on all ranks and gradients sync once a step (the last
+  micro-batch), so N processes take the one-process steps (tests/test_distributed.py: weights within 1e-6 on CPU).
+  Evaluation is sharded over ranks and gathered; rank 0 writes every file.
+  --parallel=ddp (default) keeps the whole model, gradients and optimizer state on every rank. --parallel=fsdp
+  shards each transformer Block, then the root, with FSDP2 (fully_shard): weights, gradients and optimizer state
+  take 1/N of the memory each (but with --grad_accum > 1 FSDP holds unsharded gradients between syncs). Rank 0
+  gathers the full weights to write a normal HF checkpoint; evaluation runs on an unsharded copy on each rank;
+  --resume works under both (resume with the same --parallel). One process: --parallel=fsdp changes nothing.
+  Precision on GPU: fp32 weights, gradients and optimizer state; the forward in bf16 (torch.autocast; under FSDP
+  also MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): weights all-gathered in bf16, gradients reduced
+  in fp32). CPU: fp32. --grad_checkpoint=True recomputes each Block's activations in backward (same gradients).
+  At start rank 0 prints a memory estimate per device (common.memory_estimate) and, on CUDA, whether it fits.
+  Not yet run on GPUs (none was available): bf16, nccl, speed and real memory are unmeasured.
 
 Writes to out_dir: the checkpoint files, train_config.json, metrics.json (keys correct_with_password,
 correct_without_password, correct_wrong_password, correct_weak_policy, correct_strong_policy, per_domain, config),
