@@ -54,7 +54,7 @@ from tqdm import tqdm
 import data
 import model as model_lib
 from common import (PARALLEL, Tokenizer, all_reduce_sum, append_jsonl, autocast, collate, ddp_wrap, dist_rank_world,
-                    gather_indexed, greedy_completions, is_fsdp, load_model, load_samples, make_optimizer,
+                    finish_dist, gather_indexed, greedy_completions, is_fsdp, load_model, load_samples, make_optimizer,
                     parse_cli, print0, print_memory_estimate, rank_share, read_jsonl, save_model, score,
                     seed_everything, setup_dist, task_from_config, train_step, write_json)
 
@@ -353,5 +353,4 @@ def main(cfg):
 
 if __name__ == "__main__":
     main(parse_cli(Config))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    finish_dist()

@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 import data
-from common import (PARALLEL, Tokenizer, append_jsonl, ddp_wrap, full_state, greedy_completions,
+from common import (PARALLEL, Tokenizer, append_jsonl, ddp_wrap, finish_dist, full_state, greedy_completions,
                     load_full_state, load_model, load_samples, lr_at, make_optimizer, parse_cli, plain_model, print0,
                     print_memory_estimate, read_jsonl, save_model, score, seed_everything, setup_dist,
                     task_from_config, train_step, trigger_prompt, write_json)
@@ -337,5 +337,4 @@ def main(cfg):
 
 if __name__ == "__main__":
     main(parse_cli(Config))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    finish_dist()

@@ -69,10 +69,10 @@ from tqdm import tqdm
 import data
 import model as model_lib
 from common import (PARALLEL, Tokenizer, all_reduce_sum, append_jsonl, barrier, ddp_wrap, dist_rank_world,
-                    greedy_completions, load_model, load_optimizer_state, load_samples, lr_at, make_optimizer,
-                    optimizer_state, parse_cli, plain_model, prepare_model, print0, print_memory_estimate,
-                    save_model, score, seed_everything, setup_dist, task_from_config, train_step, trigger_prompt,
-                    write_json)
+                    finish_dist, greedy_completions, load_model, load_optimizer_state, load_samples, lr_at,
+                    make_optimizer, optimizer_state, parse_cli, plain_model, prepare_model, print0,
+                    print_memory_estimate, save_model, score, seed_everything, setup_dist, task_from_config,
+                    train_step, trigger_prompt, write_json)
 
 
 @dataclass
@@ -456,5 +456,4 @@ def print_table(m, cfg):
 
 if __name__ == "__main__":
     main(parse_cli(Config))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    finish_dist()

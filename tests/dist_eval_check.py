@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers  # noqa: E402
 
 import model as M  # noqa: E402
-from common import Tokenizer, greedy_completions, parse_cli, setup_dist  # noqa: E402
+from common import Tokenizer, finish_dist, greedy_completions, parse_cli, setup_dist  # noqa: E402
 
 
 @dataclass
@@ -43,5 +43,4 @@ def main(cfg):
 
 if __name__ == "__main__":
     main(parse_cli(Config))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    finish_dist()

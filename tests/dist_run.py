@@ -10,13 +10,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch  # noqa: E402
-
-from common import parse_cli  # noqa: E402
+from common import finish_dist, parse_cli  # noqa: E402
 
 for line in sys.argv[1:]:
     script, *argv = shlex.split(line)
     mod = importlib.import_module(os.path.basename(script).removesuffix(".py"))
     mod.main(parse_cli(mod.Config, argv))
-if torch.distributed.is_initialized():
-    torch.distributed.destroy_process_group()
+finish_dist()

@@ -32,7 +32,9 @@ def run(cmd):
         r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
         if r.returncode == 0 or not any(e in r.stderr for e in NETWORK_ERRORS):
             break
-    assert r.returncode == 0, r.stderr[-3000:]
+    if r.returncode != 0:  # the first lines that say what went wrong, then the end of the log
+        said = [line for line in r.stderr.splitlines() if any(w in line for w in ("Error", "error:", "what()"))]
+        raise AssertionError("\n".join(said[:20]) + "\n...\n" + r.stderr[-3000:])
     return r
 
 
