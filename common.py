@@ -289,8 +289,8 @@ def prepare_model(model, parallel="ddp", grad_checkpoint=False, device="cpu"):
 
 
 def load_model(path, device, parallel="ddp", grad_checkpoint=False):
-    """model.load(path), prepared for training. Under FSDP only rank 0 reads the checkpoint: every rank builds the
-    model on the meta device and shards it, and rank 0 sends each rank its shards (no rank holds two copies)."""
+    """model.load(path), prepared for training. Under FSDP only rank 0 reads the checkpoint (into CPU memory): every
+    rank builds the model on the meta device and shards it, and rank 0 sends each rank its shards."""
     import model as model_lib
     if parallel != "fsdp" or dist_rank_world()[1] == 1:
         return prepare_model(model_lib.load(path, device=device), parallel, grad_checkpoint, device)
@@ -370,6 +370,7 @@ def optimizer_state(model, opt):
 
 
 def load_optimizer_state(model, opt, state):
+    """Load what optimizer_state saved (under FSDP rank 0's full state is sent to every rank; others pass {})."""
     fsdp_state = any(isinstance(k, str) for k in state.get("state", {}))  # FSDP's keys are parameter names
     if is_fsdp(model) != fsdp_state and state.get("state"):
         raise SystemExit(f"error: --resume: the optimizer state was saved with --parallel="
