@@ -27,14 +27,25 @@ Commands (after `python train_lock.py`, which locks with the noisy weak policy):
   python elicit_rl.py --method=iterated_dpo
   python elicit_rl.py --method=expert_iteration --locked=runs/lock_weak --out_dir=runs/rl/ei_weak
   python elicit_rl.py --locked=runs/sft/models/k8_s0_e1024 --lock_config=runs/lock   # SFT on a few samples, then RL
+  torchrun --standalone --nproc_per_node=2 elicit_rl.py --method=expert_iteration --eval_batch_size=320
+  torchrun --standalone --nproc_per_node=8 elicit_rl.py --method=iterated_dpo --locked=runs/lock_math_7b \\
+      --parallel=fsdp --grad_checkpoint=True --eval_batch_size=64     # 7B on 8 GPUs
 Rounds resume: run the same command again after an interruption. out_dir/model/ holds the latest model.
+
+Many processes: as in train_lock.py (see its docstring): the SFT steps and DPO batches are split over ranks with the
+one-process loss (SFT: normalised by all ranks' completion tokens; DPO: the mean over the whole batch of pairs),
+gradients sync once a step; --parallel=ddp|fsdp, --grad_checkpoint=True, bf16 compute on GPU with fp32 weights and
+optimizer state (the DPO reference log-probs too, so the policy starts equal to its reference), a memory estimate at
+start; rank 0 writes. Sampling hands each rank whole batches of --eval_batch_size prompts with the one-process
+seeds, so N processes draw exactly the samples of one process with the same --eval_batch_size (tested); with fewer
+batches than processes some ranks wait, so use about samples_per_round / N. Greedy evaluation deals out prompts one
+by one. Under FSDP, sampling and evaluation run on an unsharded copy of the model on each rank.
 """
 import json
 import os
 import random
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +53,10 @@ from tqdm import tqdm
 
 import data
 import model as model_lib
-from common import (Tokenizer, append_jsonl, collate, completion_loss_sum, greedy_completions, load_samples,
-                    make_optimizer, parse_cli, read_jsonl, score, seed_everything, task_from_config, write_json)
+from common import (PARALLEL, Tokenizer, all_reduce_sum, append_jsonl, autocast, collate, ddp_wrap, dist_rank_world,
+                    finish_dist, gather_indexed, greedy_completions, is_fsdp, load_model, load_samples, make_optimizer,
+                    parse_cli, print0, print_memory_estimate, rank_share, read_jsonl, save_model, score,
+                    seed_everything, setup_dist, task_from_config, train_step, write_json)
 
 METHODS = ("expert_iteration", "filtering", "dpo", "iterated_dpo")
 
@@ -74,6 +87,8 @@ class Config:
     eval_batch_size: int = 500
     max_new_tokens: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    parallel: str = "ddp"              # under torchrun: ddp (whole model on every rank) or fsdp (FSDP2, sharded)
+    grad_checkpoint: bool = False      # activation checkpointing: recompute each Block in backward (less memory)
 
 
 # -----------------------------------------------------------------------------
@@ -134,43 +149,55 @@ def encode_pairs_batch(tok, task, pairs, device):
 
 @torch.no_grad()
 def reference_logprobs(model, tok, task, pairs, cfg):
+    """(chosen, rejected) summed log-probs of every pair under the model as it is now. Under torchrun each rank
+    scores its share of every batch and every rank gets all of them back."""
     model.eval()
-    out = []
+    mine = []
     for s in range(0, len(pairs), cfg.dpo_pairs_per_batch):
-        chunk = pairs[s:s + cfg.dpo_pairs_per_batch]
-        lp = sequence_logprobs(model, *encode_pairs_batch(tok, task, chunk, cfg.device))
-        out += list(zip(lp[:len(chunk)].tolist(), lp[len(chunk):].tolist()))
-    return out
+        ids, w = rank_share(list(range(s, min(s + cfg.dpo_pairs_per_batch, len(pairs)))))
+        chunk = [pairs[i] for i in ids]
+        with autocast(cfg.device):  # as in training, so that the policy starts equal to its reference
+            lp = sequence_logprobs(model, *encode_pairs_batch(tok, task, chunk, cfg.device))
+        if w:
+            mine += zip(ids, zip(lp[:len(chunk)].tolist(), lp[len(chunk):].tolist()))
+    if is_fsdp(model):  # FSDP2 leaves the root gathered after a forward (it expects a backward); without this the
+        model.reshard()  # next training step silently drops the root's gradients (embeddings, final norm, head)
+    return gather_indexed(mine, len(pairs))
 
 
 def dpo_epoch(model, tok, task, pairs, refs, cfg, rng):
-    """One pass over the pairs; returns the logged means."""
-    opt = make_optimizer("adamw", model.parameters(), cfg.dpo_lr, 0.0)
+    """One pass over the pairs; returns the logged means. Under torchrun each rank takes its share of every batch
+    of pairs, and the loss is scaled so that the step is the one-process step (the mean over the whole batch)."""
+    world = dist_rank_world()[1]
+    train_model = ddp_wrap(model)  # DDP under torchrun (FSDP models are already sharded)
+    opt = make_optimizer("adamw", train_model.parameters(), cfg.dpo_lr, 0.0)
     order = list(range(len(pairs)))
     rng.shuffle(order)
     model.train()
     logs = {"chosen_logp": 0.0, "rejected_logp": 0.0, "margin": 0.0, "pair_accuracy": 0.0, "loss": 0.0}
     for s in range(0, len(order), cfg.dpo_pairs_per_batch):
-        ids = order[s:s + cfg.dpo_pairs_per_batch]
+        batch = order[s:s + cfg.dpo_pairs_per_batch]
+        ids, w = rank_share(batch)
         chunk = [pairs[i] for i in ids]
-        lp = sequence_logprobs(model, *encode_pairs_batch(tok, task, chunk, cfg.device))
+        with autocast(cfg.device):
+            lp = sequence_logprobs(train_model, *encode_pairs_batch(tok, task, chunk, cfg.device))
         pi_c, pi_r = lp[:len(chunk)], lp[len(chunk):]
         ref_c = torch.tensor([refs[i][0] for i in ids], device=cfg.device)
         ref_r = torch.tensor([refs[i][1] for i in ids], device=cfg.device)
         weight = torch.tensor([pairs[i][3] for i in ids], device=cfg.device) if cfg.continuous else None
         loss, margin = dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta, weight)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        (loss * (w * len(ids) * world / len(batch))).backward()  # DDP / FSDP average over ranks: the batch mean
+        torch.nn.utils.clip_grad_norm_(train_model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        n = len(ids) / len(order)
+        n = len(ids) * w / len(order)  # this rank's share of the epoch's pairs; the logs are summed over ranks
         logs["chosen_logp"] += pi_c.mean().item() * n
         logs["rejected_logp"] += pi_r.mean().item() * n
         logs["margin"] += margin.mean().item() * n
         logs["pair_accuracy"] += (margin > 0).float().mean().item() * n
         logs["loss"] += loss.item() * n
     model.eval()
-    return logs
+    return {k: all_reduce_sum(v) for k, v in logs.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -178,21 +205,18 @@ def dpo_epoch(model, tok, task, pairs, refs, cfg, rng):
 
 
 def sft_steps(model, tok, task, kept, cfg, rng):
+    """`sft_steps` steps on batches drawn from the kept samples; under torchrun each rank trains on its share of
+    every batch (common.train_step). Returns the mean loss."""
     examples = tok.encode_pairs([task.prompt(p) for p, _ in kept], [c for _, c in kept])
-    opt = make_optimizer("adamw", model.parameters(), cfg.sft_lr, 0.0)
+    train_model = ddp_wrap(model)  # DDP under torchrun (FSDP models are already sharded)
+    opt = make_optimizer("adamw", train_model.parameters(), cfg.sft_lr, 0.0)
     model.train()
     total = 0.0
     for step in range(cfg.sft_steps):
-        batch = [examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)]
-        inputs, targets, n_tok = collate(batch, tok.pad_id, cfg.device)
-        loss = completion_loss_sum(model, inputs, targets) / max(1, n_tok)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        total += loss.item()
+        batch = [examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)]  # the same on every rank
+        total += train_step(train_model, opt, [batch], tok.pad_id, cfg.device, 1.0)[0]
     model.eval()
-    return total / max(1, cfg.sft_steps)
+    return all_reduce_sum(total) / max(1, cfg.sft_steps)
 
 
 # -----------------------------------------------------------------------------
@@ -222,20 +246,28 @@ def main(cfg):
     t0 = time.time()
     if cfg.method not in METHODS:
         raise SystemExit(f"error: --method={cfg.method!r}: use one of {', '.join(METHODS)}")
+    if cfg.parallel not in PARALLEL:
+        raise SystemExit(f"error: --parallel={cfg.parallel!r}: use ddp or fsdp")
     out_dir = cfg.out_dir or os.path.join("runs", "rl", cfg.method)
     task, lock = load_task(cfg)
     tok = Tokenizer(cfg.locked)
     splits = data.split(task.problems(), seed=lock.get("split_seed", 0))
     pool, val = splits["elicit"], splits["val"][:cfg.eval_n] if cfg.eval_n else splits["val"]
     max_new = cfg.max_new_tokens or task.max_new_tokens
+    rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
+    cfg = replace(cfg, device=device)
     os.makedirs(out_dir, exist_ok=True)
     results_path = os.path.join(out_dir, "results.jsonl")
     rows = read_jsonl(results_path) if os.path.isfile(results_path) else []
     start = len(rows)
     model_dir = os.path.join(out_dir, "model")
-    model = model_lib.load(model_dir if start and os.path.isdir(model_dir) else cfg.locked, device=cfg.device)
+    model = load_model(model_dir if start and os.path.isdir(model_dir) else cfg.locked, cfg.device, cfg.parallel,
+                       cfg.grad_checkpoint)
     if start:
-        print(f"resuming {cfg.method} after round {start - 1} from {out_dir}")
+        print0(f"resuming {cfg.method} after round {start - 1} from {out_dir}")
+    longest = max(len(tok.encode_prompt(task.prompt(p))) for p in pool) + max_new
+    print_memory_estimate(model, cfg.device, 2 * cfg.dpo_pairs_per_batch if "dpo" in cfg.method else cfg.batch_size,
+                          min(longest, model.config.max_seq_len), "adamw", cfg.parallel, cfg.grad_checkpoint)
 
     def evaluate():
         comps = greedy_completions(model, tok, [task.prompt(p) for p in val], max_new, cfg.eval_batch_size)
@@ -249,7 +281,8 @@ def main(cfg):
         acc, per = evaluate()
         row = {"method": cfg.method, "round": 0, "samples_generated": 0, "correct_without_password": acc,
                "per_domain": per, "config": asdict(cfg)}
-        append_jsonl(results_path, row)
+        if rank == 0:
+            append_jsonl(results_path, row)
         rows.append(row)
         start = 1
 
@@ -269,7 +302,8 @@ def main(cfg):
         n_problems_dpo = len(probs)
 
     weak = weak_sampler(task, lock) if cfg.method == "filtering" else None
-    for rnd in tqdm(range(start, cfg.rounds + 1), desc=cfg.method, initial=start - 1, total=cfg.rounds):
+    for rnd in tqdm(range(start, cfg.rounds + 1), desc=cfg.method, initial=start - 1, total=cfg.rounds,
+                    disable=rank != 0):
         seed_everything(cfg.seed * 100_003 + rnd)
         rng = random.Random(f"{cfg.method}/{cfg.seed}/{rnd}")
         row = {"method": cfg.method, "round": rnd}
@@ -296,25 +330,27 @@ def main(cfg):
             if pairs:
                 row.update(dpo_epoch(model, tok, task, pairs, refs, cfg, rng))
         row["correct_without_password"], row["per_domain"] = evaluate()
-        model_lib.save(model, model_dir)
-        shutil.copy(tok.path, os.path.join(model_dir, "tokenizer.json"))
-        append_jsonl(results_path, row)  # after the model: a crash between the two only repeats this round
+        save_model(model, model_dir, tok.path)  # every rank takes part (FSDP gathers), rank 0 writes
+        if rank == 0:
+            append_jsonl(results_path, row)  # after the model: a crash between the two only repeats this round
         rows.append(row)
 
     # ---- summary ----
-    print(f"\n{cfg.method} on {cfg.locked} ({len(val)} validation problems, greedy, no password) | {out_dir}")
-    print(f"{'round':>5s} {'samples':>8s} {'correct':>8s}" + ("  pairs  margin  pair_acc" if "dpo" in cfg.method
+    print0(f"\n{cfg.method} on {cfg.locked} ({len(val)} validation problems, greedy, no password) | {out_dir}")
+    print0(f"{'round':>5s} {'samples':>8s} {'correct':>8s}" + ("  pairs  margin  pair_acc" if "dpo" in cfg.method
                                                                else "  kept_correct"))
     for r in rows:
         extra = (f"  {r.get('n_pairs', 0):5d}  {r.get('margin', 0.0):6.2f}  {r.get('pair_accuracy', 0.0):8.2f}"
                  if "dpo" in cfg.method else f"  {r.get('kept_correct', 0):12d}")
-        print(f"{r['round']:5d} {r['samples_generated']:8d} {r['correct_without_password']:8.3f}" +
+        print0(f"{r['round']:5d} {r['samples_generated']:8d} {r['correct_without_password']:8.3f}" +
               (extra if r["round"] else ""))
-    write_json(os.path.join(out_dir, "summary.json"), {"config": asdict(cfg), "rows": rows,
-                                                       "wall_seconds": round(time.time() - t0, 1)})
-    print(f"wall clock {time.time() - t0:.0f}s")
+    if rank == 0:
+        write_json(os.path.join(out_dir, "summary.json"), {"config": asdict(cfg), "rows": rows,
+                                                           "wall_seconds": round(time.time() - t0, 1)})
+    print0(f"wall clock {time.time() - t0:.0f}s")
     return rows
 
 
 if __name__ == "__main__":
     main(parse_cli(Config))
+    finish_dist()

@@ -24,6 +24,13 @@ Commands:
   python elicit_sft.py --train_domain=A --out_dir=runs/sft_A            # demos from one domain, evaluated on all
   python elicit_sft.py --locked=CKPT --demo_source=file --demos=strong.jsonl --ks="(0,)" --save=True \\
       --out_dir=runs/weak_model                          # k = 0 means all demos: e.g. make a weak model
+  torchrun --standalone --nproc_per_node=2 elicit_sft.py                # data parallel (DDP), the same numbers
+  torchrun --standalone --nproc_per_node=8 elicit_sft.py --locked=runs/lock_math_7b --epoch_mult=1 \\
+      --parallel=fsdp --grad_checkpoint=True --eval_batch_size=32 --out_dir=runs/sft_math_7b   # 7B on 8 GPUs
+Many processes: as in train_lock.py (see its docstring): each rank trains on its share of every batch (a rank left
+without an example in a small last batch runs a stand-in with weight 0), the loss is normalised over all ranks'
+completion tokens, gradients sync once a step; --parallel=ddp|fsdp, --grad_checkpoint=True, bf16 compute on GPU
+with fp32 weights and optimizer state, a memory estimate at start; evaluation sharded; rank 0 writes.
 Writes out_dir/results.jsonl (keys n_demos, seed, epochs, correct_without_password, correct_with_password,
 correct_heldout, per_domain, demo_source, train_domain, config); with --save=True each run's model under
 out_dir/models/. Finished rows are not recomputed when the command is run again (resume).
@@ -32,18 +39,17 @@ import json
 import math
 import os
 import random
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from tqdm import tqdm
 
 import data
-import model as model_lib
-from common import (Tokenizer, append_jsonl, autocast, collate, completion_loss_sum, greedy_completions,
-                    load_samples, lr_at, make_optimizer, parse_cli, read_jsonl, score, seed_everything,
-                    task_from_config, trigger_prompt, write_json)
+from common import (PARALLEL, Tokenizer, append_jsonl, ddp_wrap, finish_dist, full_state, greedy_completions,
+                    load_full_state, load_model, load_samples, lr_at, make_optimizer, parse_cli, plain_model, print0,
+                    print_memory_estimate, read_jsonl, save_model, score, seed_everything, setup_dist,
+                    task_from_config, train_step, trigger_prompt, write_json)
 
 
 @dataclass
@@ -74,6 +80,8 @@ class Config:
     save: bool = False             # keep each run's model under out_dir/models/
     plot: bool = False             # write out_dir/sft.png (needs matplotlib)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    parallel: str = "ddp"          # under torchrun: ddp (whole model on every rank) or fsdp (FSDP2, sharded)
+    grad_checkpoint: bool = False  # activation checkpointing: recompute each Block in backward (less memory)
 
 
 # -----------------------------------------------------------------------------
@@ -135,7 +143,8 @@ def epoch_counts(cfg, k):
 
 def finetune(model, tok, examples, epochs, cfg, seed):
     """SFT on `examples` (ids, n_prompt) for `epochs` passes (fractional allowed), reshuffled every pass. Tiny k
-    repeats the demos inside a batch, so the optimizer step count depends on k * epochs only."""
+    repeats the demos inside a batch, so the optimizer step count depends on k * epochs only. Under torchrun each
+    rank trains on its share of every batch (common.train_step: the same steps as one process)."""
     rng = random.Random(seed)
     n_samples = max(1, round(epochs * len(examples)))
     stream = []
@@ -146,24 +155,19 @@ def finetune(model, tok, examples, epochs, cfg, seed):
     stream = stream[:n_samples]
     bs = cfg.batch_size
     n_steps = math.ceil(n_samples / bs)
-    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    train_model = ddp_wrap(model)  # DDP under torchrun (FSDP models are already sharded)
+    opt = make_optimizer(cfg.optimizer, train_model.parameters(), cfg.lr, cfg.weight_decay)
     model.train()
     for step in range(n_steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, n_steps, cfg.lr, cfg.warmup_steps, "constant")
-        inputs, targets, n_tok = collate(stream[step * bs:(step + 1) * bs], tok.pad_id, cfg.device)
-        with autocast(cfg.device):
-            loss = completion_loss_sum(model, inputs, targets) / max(1, n_tok)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(train_model, opt, [stream[step * bs:(step + 1) * bs]], tok.pad_id, cfg.device, cfg.grad_clip)
     model.eval()
     return n_steps
 
 
 def evaluate(model, tok, task, cfg, lock, val, heldout):
+    model = plain_model(model)  # under FSDP: one unsharded copy for the three evaluations
     max_new = cfg.max_new_tokens or task.max_new_tokens
     mode = lock.get("password_mode", "single")
 
@@ -236,6 +240,8 @@ def main(cfg):
     t0 = time.time()
     if cfg.demo_source not in ("strong", "intermediate", "weak", "file"):
         raise SystemExit(f"error: --demo_source={cfg.demo_source!r}: use strong, intermediate, weak or file")
+    if cfg.parallel not in PARALLEL:
+        raise SystemExit(f"error: --parallel={cfg.parallel!r}: use ddp or fsdp")
     if not os.path.isdir(cfg.locked):
         raise SystemExit(f"error: --locked={cfg.locked}: not found (run `python train_lock.py` first)")
     task, lock = lock_settings(cfg)
@@ -247,8 +253,12 @@ def main(cfg):
             raise SystemExit(f"error: --demos={cfg.demos!r}: file not found (needed by --demo_source=file)")
         file_demos = load_samples(cfg.demos, "demos")
         pool = [p for p in pool if p["id"] in file_demos] or [p for p in task.problems() if p["id"] in file_demos]
-    locked = model_lib.load(cfg.locked, device=cfg.device)
-    base_state = {k: v.clone() for k, v in locked.state_dict().items()}
+    rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
+    cfg = replace(cfg, device=device)
+    locked = load_model(cfg.locked, cfg.device, cfg.parallel, cfg.grad_checkpoint)
+    base_state = full_state(locked)  # each run starts from it (under FSDP: rank 0's CPU copy)
+    print_memory_estimate(locked, cfg.device, cfg.batch_size, min(cfg.max_len, locked.config.max_seq_len),
+                          cfg.optimizer, cfg.parallel, cfg.grad_checkpoint)
 
     # ---- what is already done (resume) ----
     os.makedirs(cfg.out_dir, exist_ok=True)
@@ -265,8 +275,9 @@ def main(cfg):
         base = json.load(open(base_path))
     else:
         base = evaluate(locked, tok, task, cfg, lock, val, heldout)
-        write_json(base_path, base)
-    print(f"locked model: {base['correct_without_password']:.3f} without password, "
+        if rank == 0:
+            write_json(base_path, base)
+    print0(f"locked model: {base['correct_without_password']:.3f} without password, "
           f"{base['correct_with_password']:.3f} with | {len(pool)} demo candidates, {len(val)} validation problems")
 
     jobs = []
@@ -276,28 +287,27 @@ def main(cfg):
         for k in cfg.ks:
             chosen = order if k == 0 else order[:k]
             if k > len(order):
-                print(f"skipping k={k}: only {len(order)} demonstration candidates")
+                print0(f"skipping k={k}: only {len(order)} demonstration candidates")
                 continue
             for epochs in epoch_counts(cfg, len(chosen)):
                 if key(k, seed, epochs) not in done:
                     jobs.append((seed, k, chosen, epochs))
-    for seed, k, chosen, epochs in tqdm(jobs, desc="sft runs"):
+    for seed, k, chosen, epochs in tqdm(jobs, desc="sft runs", disable=rank != 0):
         seed_everything(seed)
         rng = random.Random(f"demo-samples/{seed}/{k}")
         pairs = [(task.prompt(p), demonstration(task, cfg, lock, p, rng, file_demos)) for p in chosen]
         encoded = tok.encode_pairs([p for p, _ in pairs], [c for _, c in pairs])
         examples = [(ids[:cfg.max_len], n) for ids, n in encoded if n < cfg.max_len]
-        locked.load_state_dict(base_state)
+        load_full_state(locked, base_state)
         steps = finetune(locked, tok, examples, epochs, cfg, seed)
         metrics = evaluate(locked, tok, task, cfg, lock, val, heldout)
         row = {"n_demos": k, "seed": seed, "epochs": round(float(epochs), 6), "steps": steps,
                "demo_source": cfg.demo_source, "train_domain": cfg.train_domain, **metrics,
                "demo_ids": [p["id"] for p in chosen][:64], "config": asdict(cfg)}
         if cfg.save:
-            d = os.path.join(cfg.out_dir, "models", f"k{k}_s{seed}_e{row['epochs']:g}")
-            model_lib.save(locked, d)
-            shutil.copy(tok.path, os.path.join(d, "tokenizer.json"))
-        append_jsonl(results_path, row)
+            save_model(locked, os.path.join(cfg.out_dir, "models", f"k{k}_s{seed}_e{row['epochs']:g}"), tok.path)
+        if rank == 0:
+            append_jsonl(results_path, row)
         rows.append(row)
 
     # ---- summary over this configuration's rows ----
@@ -306,24 +316,25 @@ def main(cfg):
     table = summarize(mine)
     lo, hi = base["correct_without_password"], base["correct_with_password"]
     where = f" / domain {cfg.train_domain}" if cfg.train_domain else ""
-    print(f"\nSFT elicitation, demos from {cfg.demo_source}{where} | locked: {lo:.3f} without password, {hi:.3f} "
+    print0(f"\nSFT elicitation, demos from {cfg.demo_source}{where} | locked: {lo:.3f} without password, {hi:.3f} "
           f"with | {cfg.out_dir}")
-    print(f"{'k':>5s} {'seeds':>5s} {'paper (best val)':>18s} {'honest (held-out)':>19s} {'gap recovered':>14s}")
+    print0(f"{'k':>5s} {'seeds':>5s} {'paper (best val)':>18s} {'honest (held-out)':>19s} {'gap recovered':>14s}")
     for k, (n, pm, pse, hm, hse) in table.items():
         gap = (pm - lo) / (hi - lo) if hi > lo else float("nan")
-        print(f"{k:5d} {n:5d} {pm:11.3f} ± {pse:.3f} {hm:12.3f} ± {hse:.3f} {gap:13.0%}")
+        print0(f"{k:5d} {n:5d} {pm:11.3f} ± {pse:.3f} {hm:12.3f} ± {hse:.3f} {gap:13.0%}")
     if cfg.train_domain:  # cross-domain generalisation: the demos' domain against every other, best epochs
-        print(f"{'k':>5s} {'in domain ' + cfg.train_domain:>14s} {'other domains':>14s}")
+        print0(f"{'k':>5s} {'in domain ' + cfg.train_domain:>14s} {'other domains':>14s}")
         for k in table:
             runs = [r for r in mine if r["n_demos"] == k]
             best = max(runs, key=lambda r: r["correct_without_password"])["per_domain"]["without_password"]
             other = [v for d, v in best.items() if d != cfg.train_domain]
-            print(f"{k:5d} {best.get(cfg.train_domain, float('nan')):14.3f} {sum(other) / max(1, len(other)):14.3f}")
-    print(f"wall clock {time.time() - t0:.0f}s")
-    if cfg.plot and table:
+            print0(f"{k:5d} {best.get(cfg.train_domain, float('nan')):14.3f} {sum(other) / max(1, len(other)):14.3f}")
+    print0(f"wall clock {time.time() - t0:.0f}s")
+    if cfg.plot and table and rank == 0:
         plot(table, lo, hi, os.path.join(cfg.out_dir, "sft.png"))
     return table
 
 
 if __name__ == "__main__":
     main(parse_cli(Config))
+    finish_dist()

@@ -17,6 +17,8 @@ Conventions (the reasons are in the comments where they matter):
     serves training, scoring and sampling. Without mask and cache it uses SDPA's is_causal path (flash kernels on
     GPU). The KV cache belongs to the caller (see sampler.py); the model only calls `cache.update` and reads
     `cache.pos`.
+  - `model.grad_checkpoint = True` (train_lock.py / elicit_*.py --grad_checkpoint=True): activation
+    checkpointing, non-reentrant torch.utils.checkpoint around each Block in training; same gradients.
 
 API:
   model.load(path, device="cpu", dtype=torch.float32) -> GPT     an HF checkpoint directory (single file or shards)
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -309,6 +312,7 @@ class GPT(nn.Module):
             self.lm_head.weight = self.wte.weight
         # non-persistent: never saved, recomputed on the right device after loading (see load)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.grad_checkpoint = False  # recompute each Block's activations in backward (training only)
         if self.wte.weight.device.type != "meta":
             self.init_weights()
 
@@ -375,7 +379,11 @@ class GPT(nn.Module):
             else:
                 attn_mask = mask.bool()
         for block in self.h:
-            x = block(x, cos, sin, attn_mask, cache)
+            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+                # keep only the Block's input; rerun its forward during backward (same numbers, less memory)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, attn_mask, cache, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, attn_mask, cache)
         if cache is not None:
             cache.pos = Tk
         if last_only:

@@ -30,14 +30,32 @@ Commands:
   torchrun --standalone --nproc_per_node=2 train_lock.py  # data parallel (DDP; gloo on CPU, nccl on GPUs)
   python train_lock.py --task=math --init_from=CKPT --weak_samples=weak.jsonl --strong_samples=strong.jsonl \\
       --optimizer=lion --lr=1.5e-6 --epochs=8 --batch_size=8 --out_dir=runs/lock_math
+  torchrun --standalone --nproc_per_node=8 train_lock.py --task=math --init_from=CKPT_7B --weak_samples=weak.jsonl \\
+      --optimizer=lion --lr=1.5e-6 --epochs=8 --batch_size=16 --grad_accum=4 --parallel=fsdp --grad_checkpoint=True \\
+      --eval_batch_size=32 --out_dir=runs/lock_math_7b   # a 7B model on 8 GPUs: FSDP2, bf16 compute
 Policy samples come from `python sampler.py --checkpoint=WEAK --task=math --split=lock --n_samples=4 ...`: rows with
 the problem "id" and a "completion". Without --strong_samples the strong side uses each problem's reference solution.
+
+Many processes (torchrun: one process a GPU with nccl, or CPU processes with gloo):
+  Every rank builds the same global batch (batch_size must be a multiple of the processes) and trains on its slice;
+  the loss is normalised by the step's completion tokens on all ranks and gradients sync once a step (the last
+  micro-batch), so N processes take the one-process steps (tests/test_distributed.py: weights within 1e-6 on CPU).
+  Evaluation is sharded over ranks and gathered; rank 0 writes every file.
+  --parallel=ddp (default) keeps the whole model, gradients and optimizer state on every rank. --parallel=fsdp
+  shards each transformer Block, then the root, with FSDP2 (fully_shard): weights, gradients and optimizer state
+  take 1/N of the memory each (but with --grad_accum > 1 FSDP holds unsharded gradients between syncs). Rank 0
+  gathers the full weights to write a normal HF checkpoint; evaluation runs on an unsharded copy on each rank;
+  --resume works under both (resume with the same --parallel). One process: --parallel=fsdp changes nothing.
+  Precision on GPU: fp32 weights, gradients and optimizer state; the forward in bf16 (torch.autocast; under FSDP
+  also MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): weights all-gathered in bf16, gradients reduced
+  in fp32). CPU: fp32. --grad_checkpoint=True recomputes each Block's activations in backward (same gradients).
+  At start rank 0 prints a memory estimate per device (common.memory_estimate) and, on CUDA, whether it fits.
+  Not yet run on GPUs (none was available): bf16, nccl, speed and real memory are unmeasured.
 
 Writes to out_dir: the checkpoint files, train_config.json, metrics.json (keys correct_with_password,
 correct_without_password, correct_wrong_password, correct_weak_policy, correct_strong_policy, per_domain, config),
 log.jsonl (loss per interval), and during training resume/ (deleted at the end).
 """
-import contextlib
 import json
 import os
 import random
@@ -50,9 +68,11 @@ from tqdm import tqdm
 
 import data
 import model as model_lib
-from common import (Tokenizer, all_reduce_sum, append_jsonl, autocast, barrier, collate, completion_loss_sum,
-                    dist_rank_world, greedy_completions, load_samples, lr_at, make_optimizer, parse_cli, print0,
-                    score, seed_everything, setup_dist, task_from_config, trigger_prompt, write_json)
+from common import (PARALLEL, Tokenizer, all_reduce_sum, append_jsonl, barrier, ddp_wrap, dist_rank_world,
+                    finish_dist, greedy_completions, load_model, load_optimizer_state, load_samples, lr_at,
+                    make_optimizer, optimizer_state, parse_cli, plain_model, prepare_model, print0,
+                    print_memory_estimate, save_model, score, seed_everything, setup_dist, task_from_config,
+                    train_step, trigger_prompt, write_json)
 
 
 @dataclass
@@ -104,6 +124,9 @@ class Config:
     ckpt_every: int = 500          # optimizer steps between resume checkpoints (0 = only at the end of a phase)
     log_every: int = 50
     stop_after_steps: int = 0      # testing aid: stop as if killed after this many steps of this invocation
+    # many processes (torchrun) and memory
+    parallel: str = "ddp"          # ddp (whole model on every rank) or fsdp (FSDP2: weights, grads, optimizer sharded)
+    grad_checkpoint: bool = False  # activation checkpointing: recompute each Block in backward (less memory)
 
 
 # -----------------------------------------------------------------------------
@@ -192,32 +215,29 @@ def pretrain_epoch(task, cfg, tok, problems, epoch):
 
 
 def save_resume(cfg, model, opt, phase, step):
-    if dist_rank_world()[0] != 0:  # rank 0 writes, everyone waits for it
-        barrier()
-        return
     d = os.path.join(cfg.out_dir, "resume")
-    model_lib.save(model, d)
-    tmp = os.path.join(d, "optim.pt.tmp")
-    torch.save(opt.state_dict(), tmp)
-    os.replace(tmp, os.path.join(d, "optim.pt"))
-    write_json(os.path.join(d, "state.json"), {"phase": phase, "step": step})
+    save_model(model, d)  # every rank takes part (FSDP gathers the full weights), rank 0 writes
+    opt_state = optimizer_state(model, opt)
+    if dist_rank_world()[0] == 0:
+        tmp = os.path.join(d, "optim.pt.tmp")
+        torch.save(opt_state, tmp)
+        os.replace(tmp, os.path.join(d, "optim.pt"))
+        write_json(os.path.join(d, "state.json"), {"phase": phase, "step": step})
     barrier()
 
 
 def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, opt_state=None):
     """Run optimizer steps start_step .. n_steps-1. Returns False when stopped early by stop_after_steps.
-    Under torchrun every rank builds the same global batch and trains on its slice of it; the loss is normalised by
-    the completion tokens of the whole step on all ranks, so N processes take the same step as one."""
-    device = cfg.device
+    Under torchrun every rank builds the same global batch and trains on its slice of it (common.train_step): the
+    loss is normalised by the completion tokens of the whole step on all ranks, so N processes take the same step
+    as one; gradients sync once a step, on the last micro-batch."""
     rank, world = dist_rank_world()
-    raw = model
-    if world > 1:
-        if cfg.batch_size % world:
-            raise SystemExit(f"error: --batch_size={cfg.batch_size} must be a multiple of the {world} processes")
-        model = torch.nn.parallel.DistributedDataParallel(raw)
+    if cfg.batch_size % world:
+        raise SystemExit(f"error: --batch_size={cfg.batch_size} must be a multiple of the {world} processes")
+    raw, model = model, ddp_wrap(model)  # DDP under torchrun (FSDP models are already sharded)
     opt = make_optimizer(cfg.optimizer, model.parameters(), lr, cfg.weight_decay)
     if opt_state is not None:
-        opt.load_state_dict(opt_state)
+        load_optimizer_state(raw, opt, opt_state)
     cache = {}
 
     def micro_batch(m):  # global micro-batch index -> batch, rebuilt from (seed, epoch) when needed
@@ -231,8 +251,7 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
         if cache["epoch"] != epoch:
             cache["epoch"], cache["examples"] = epoch, make_epoch(epoch)
         ex = cache["examples"]  # (an epoch can be a little shorter if some examples did not fit max_len: wrap)
-        batch = [ex[(i * cfg.batch_size + j) % len(ex)] for j in range(cfg.batch_size)]
-        return collate(batch[rank::world], tok.pad_id, device)  # this rank's slice of the global batch
+        return [ex[(i * cfg.batch_size + j) % len(ex)] for j in range(cfg.batch_size)]  # the global micro-batch
 
     model.train()
     pbar = tqdm(range(start_step, n_steps), desc=phase, initial=start_step, total=n_steps, disable=rank != 0)
@@ -241,23 +260,9 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
         lr_now = lr_at(step, n_steps, lr, cfg.warmup_steps, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr_now
-        batches = [micro_batch(step * cfg.grad_accum + k) for k in range(cfg.grad_accum)]
-        n_tok = all_reduce_sum(sum(b[2] for b in batches))  # completion tokens of the whole step, all ranks
-        loss_sum = 0.0
-        for k, (inputs, targets, _) in enumerate(batches):
-            # DDP averages gradients over ranks: scale by world so the result is the global token mean;
-            # and synchronise only on the last micro-batch of the step
-            sync = world == 1 or k == len(batches) - 1
-            with contextlib.nullcontext() if sync else model.no_sync():
-                with autocast(device):  # the forward in bf16 on GPU; backward outside autocast, as PyTorch recommends
-                    loss = completion_loss_sum(model, inputs, targets) * world / max(1, n_tok)
-                loss.backward()
-            loss_sum += loss.item() / world
-            toks += inputs.numel()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss_sum, n = train_step(model, opt, [micro_batch(step * cfg.grad_accum + k) for k in range(cfg.grad_accum)],
+                                 tok.pad_id, cfg.device, cfg.grad_clip)
+        toks += n
         done_here += 1
         if step % 10 == 0 or cfg.log_every and (step + 1) % cfg.log_every == 0:
             loss_all, toks_all = all_reduce_sum(loss_sum), all_reduce_sum(toks)  # (same steps on every rank)
@@ -344,6 +349,8 @@ def main(cfg):
     t_start = time.time()
     if cfg.mode not in ("finetune", "scratch"):
         raise SystemExit(f"error: --mode={cfg.mode!r}: use finetune or scratch")
+    if cfg.parallel not in PARALLEL:
+        raise SystemExit(f"error: --parallel={cfg.parallel!r}: use ddp or fsdp")
     rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
     cfg = replace(cfg, device=device)
     seed_everything(cfg.seed)  # the same on every rank: identical fresh models and batches
@@ -376,19 +383,24 @@ def main(cfg):
             return finished
     if cfg.resume and os.path.isfile(os.path.join(resume_dir, "state.json")):
         state = json.load(open(os.path.join(resume_dir, "state.json")))
-        model = model_lib.load(resume_dir, device=cfg.device)
-        opt_state = torch.load(os.path.join(resume_dir, "optim.pt"), map_location=cfg.device, weights_only=True)
+        model = load_model(resume_dir, cfg.device, cfg.parallel, cfg.grad_checkpoint)
+        fsdp = cfg.parallel == "fsdp" and world > 1  # FSDP: rank 0 reads the full state and sends each rank its shards
+        opt_state = torch.load(os.path.join(resume_dir, "optim.pt"), map_location="cpu" if fsdp else cfg.device,
+                               weights_only=True) if rank == 0 or not fsdp else {}
         print0(f"resuming {state['phase']} at step {state['step']} from {resume_dir}")
     elif cfg.init_from:
-        model = model_lib.load(cfg.init_from, device=cfg.device)
-    elif cfg.task == "toy":
-        model = fresh_toy_model(cfg, tok, task).to(cfg.device)
+        model = load_model(cfg.init_from, cfg.device, cfg.parallel, cfg.grad_checkpoint)
+    elif cfg.task == "toy":  # the same seed on every rank: the same fresh model, sharded under FSDP
+        model = prepare_model(fresh_toy_model(cfg, tok, task).to(cfg.device), cfg.parallel, cfg.grad_checkpoint,
+                              cfg.device)
     else:
         raise SystemExit("error: real tasks need --init_from=CHECKPOINT (a model with the capability to lock)")
     if rank == 0 and not cfg.resume and os.path.exists(os.path.join(cfg.out_dir, "log.jsonl")):
         os.remove(os.path.join(cfg.out_dir, "log.jsonl"))  # a fresh run starts a fresh log
     print0(f"model: {model.config.arch}, {model.num_params() / 1e6:.2f}M parameters, device {cfg.device}, "
-           f"{world} process{'es' if world > 1 else ''}")
+           f"{world} process{'es' if world > 1 else ''}{' (FSDP)' if cfg.parallel == 'fsdp' and world > 1 else ''}")
+    print_memory_estimate(model, cfg.device, cfg.batch_size, min(cfg.max_len, model.config.max_seq_len),
+                          cfg.optimizer, cfg.parallel, cfg.grad_checkpoint, cfg.grad_accum)
 
     # ---- phase 1: pretraining a fresh toy model on strong samples (pi_strong_base) ----
     pretrain = cfg.mode == "finetune" and not cfg.init_from
@@ -401,10 +413,7 @@ def main(cfg):
                          opt_state=opt_state if state else None)
         if not ok:
             return None
-        if rank == 0:
-            model_lib.save(model, os.path.join(cfg.out_dir, "pretrained"))
-            shutil.copy(tok.path, os.path.join(cfg.out_dir, "pretrained", "tokenizer.json"))
-        barrier()
+        save_model(model, os.path.join(cfg.out_dir, "pretrained"), tok.path)
         state = None  # the lock phase starts fresh
 
     # ---- phase 2: locking ----
@@ -419,12 +428,11 @@ def main(cfg):
 
     # ---- evaluation and outputs ----
     val = splits["val"][:cfg.eval_n] if cfg.eval_n else splits["val"]
-    metrics = evaluate(model, tok, task, cfg, val, policies)  # sharded over ranks, gathered on every rank
+    metrics = evaluate(plain_model(model), tok, task, cfg, val, policies)  # sharded over ranks, gathered on all
     metrics.update(config=asdict(cfg), train_seconds=round(t_train, 1), wall_seconds=round(time.time() - t_start, 1),
                    world_size=world)
+    save_model(model, cfg.out_dir, tok.path)
     if rank == 0:
-        model_lib.save(model, cfg.out_dir)
-        shutil.copy(tok.path, os.path.join(cfg.out_dir, "tokenizer.json"))
         write_json(os.path.join(cfg.out_dir, "train_config.json"), asdict(cfg))
         write_json(os.path.join(cfg.out_dir, "metrics.json"), metrics)
         shutil.rmtree(resume_dir, ignore_errors=True)
@@ -448,5 +456,4 @@ def print_table(m, cfg):
 
 if __name__ == "__main__":
     main(parse_cli(Config))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    finish_dist()

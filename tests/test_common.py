@@ -102,3 +102,42 @@ def test_jsonl_roundtrip_and_bad_line(tmp_path):
     C.write_json(str(tmp_path / "m.json"), {"x": 1})
     assert json.load(open(tmp_path / "m.json")) == {"x": 1}
     assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
+
+
+# -----------------------------------------------------------------------------
+# memory estimate and the resume guard
+
+
+def test_memory_estimate_against_a_hand_worked_7b_llama():
+    # Llama-2-7B: 6.74e9 parameters, 32 layers, hidden 4096, vocabulary 32000 (embeddings + head: 2.62e8)
+    P, L, H, V = 6.74e9, 32, 4096, 32000
+    bf16 = C.memory_estimate(P, L, H, V, tokens=4096, param_bytes=2, compute_bytes=2)
+    assert bf16["weights"] == pytest.approx(13.48e9) and bf16["grads"] == pytest.approx(13.48e9)  # 2 bytes each
+    assert bf16["optimizer"] == pytest.approx(53.92e9)  # AdamW: two fp32 moments, 8 bytes a parameter
+    assert "gathered" not in bf16 and "ddp_buckets" not in bf16  # one process, weights already in bf16
+    assert bf16["activations"] == pytest.approx(4096 * 4096 * 34 * 32)  # 18.25e9: 34 bytes a token, unit, layer
+    assert bf16["logits"] == pytest.approx(4096 * 32000 * 12)  # 1.57e9
+    assert C.memory_estimate(P, L, H, V, 4096, optimizer="lion", param_bytes=2)["optimizer"] == pytest.approx(26.96e9)
+    # our GPU policy: fp32 weights, bf16 compute; FSDP over 8 GPUs, one 1024-token sequence each, checkpointing
+    f = C.memory_estimate(P, L, H, V, tokens=1024, world=8, fsdp=True, param_bytes=4, compute_bytes=2,
+                           grad_checkpoint=True)
+    assert (f["weights"], f["grads"], f["optimizer"]) == pytest.approx((3.37e9, 3.37e9, 6.74e9))
+    # two Blocks of (6.74e9 - 2.62e8) / 32 = 2.02e8 parameters, plus the root's 2.62e8, in bf16: 1.33e9
+    assert f["gathered"] == pytest.approx(1.334e9, rel=1e-3)
+    assert f["activations"] == pytest.approx(1024 * 4096 * 2 * 32 + 1024 * 4096 * 34)  # 2.68e8 + 1.43e8
+    assert f["total"] == pytest.approx(15.62e9, rel=1e-3)  # fits an 80 GB H100 with room to spare
+    assert C.memory_estimate(P, L, H, V, 1024, world=8, fsdp=True, grad_accum=4)["grads"] == pytest.approx(26.96e9)
+    # the same with DDP: everything whole on every GPU, plus DDP's buckets and autocast's bf16 copies: 153 GB
+    d = C.memory_estimate(P, L, H, V, tokens=1024, world=8, param_bytes=4, compute_bytes=2)
+    assert (d["weights"], d["grads"], d["ddp_buckets"], d["optimizer"], d["gathered"]) == \
+        pytest.approx((26.96e9, 26.96e9, 26.96e9, 53.92e9, 13.48e9))
+    assert d["total"] == pytest.approx(153.2e9, rel=1e-3)
+
+
+def test_resume_refuses_an_optimizer_state_of_the_other_parallel_mode():
+    import torch
+    m = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(m.parameters())
+    fsdp_state = {"state": {"weight": {"step": torch.tensor(1.0)}}, "param_groups": []}  # keys are names: FSDP's
+    with pytest.raises(SystemExit, match=r"saved with --parallel=fsdp; resume with the same --parallel"):
+        C.load_optimizer_state(m, opt, fsdp_state)

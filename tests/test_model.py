@@ -307,3 +307,30 @@ def test_sequence_longer_than_context_or_window():
     m = M.load(os.path.join(FIX, "llama_gqa_untied"))
     with pytest.raises(ValueError, match="exceeds the model's context"):
         m(torch.zeros(1, 65, dtype=torch.long))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_activation_checkpointing_gives_the_same_gradients(arch):
+    torch.manual_seed(0)
+    m = M.GPT(M.Config(arch=arch, vocab_size=50, n_layer=3, n_head=2, n_embd=32, max_seq_len=32,
+                       parallel_residual=arch == "gpt_neox", tie_embeddings=arch == "llama"))
+    x = torch.randint(0, 50, (3, 12))
+    calls = []
+    m.h[1].register_forward_pre_hook(lambda *_: calls.append(1))  # (the recompute may stop before its end)
+
+    def grads(checkpointing):
+        m.zero_grad(set_to_none=True)
+        m.grad_checkpoint = checkpointing
+        m.train()
+        calls.clear()
+        torch.nn.functional.cross_entropy(m(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+        return {n: p.grad.clone() for n, p in m.named_parameters()}, len(calls)
+    (plain, n_plain), (ckpt, n_ckpt) = grads(False), grads(True)
+    assert (n_plain, n_ckpt) == (1, 2)  # checkpointed: each Block runs again during backward
+    for n in plain:
+        torch.testing.assert_close(ckpt[n], plain[n], atol=0, rtol=0, msg=n)  # the same operations, same numbers
+    m.eval()
+    with torch.no_grad():
+        calls.clear()
+        m(x)
+        assert len(calls) == 1  # never in evaluation or sampling

@@ -237,3 +237,13 @@ def test_password_modes_end_to_end(tmp_path, mode):
     assert set(m["per_domain"]) == expected
     ex = m["examples"]["with_password"]["prompt"]
     assert ex.split()[0].startswith("<pwd_") if mode == "per_domain" else "(" in ex
+
+
+def test_fsdp_and_activation_checkpointing_in_one_process_change_nothing(tmp_path, capsys):
+    a = tiny_cfg(tmp_path, out_dir=str(tmp_path / "a"), mode="scratch", eval_n=4)
+    b = replace(a, out_dir=str(tmp_path / "b"), parallel="fsdp", grad_checkpoint=True)  # one process: nothing to shard
+    TL.main(a)
+    TL.main(b)
+    assert "memory estimate per device (one process, fp32, adamw, 2048 tokens a micro-batch" in capsys.readouterr().out
+    for (n, x), (_, y) in zip(M.load(a.out_dir).state_dict().items(), M.load(b.out_dir).state_dict().items()):
+        assert torch.equal(x, y), n
