@@ -69,12 +69,12 @@ SCALES = {
         rl_lock_epochs=8, eval_n=1000, sft={}, sft_ks=(4, 16, 64, 256), weak_ks=(64,), cross_k=512,
         cross_domains=DOMAINS, setting_ks=(4, 64), rl={}, rl_rounds=dict(expert_iteration=5, filtering=3,
                                                                       iterated_dpo=4, dpo=5),
-        setting_rl_rounds=4, shots=(1, 3)),
+        setting_rl_rounds=4, shots=(1, 2)),
     "quick": dict(
         seeds=(0,), locks=("ft200k", "scratch"), lock=dict(eval_n=500), scratch_epochs=4, variant_epochs=1,
-        rl_lock_epochs=1, eval_n=500, sft={}, sft_ks=(4, 64), weak_ks=(16,), cross_k=256, cross_domains=("A", "C"),
+        rl_lock_epochs=1, eval_n=500, sft={}, sft_ks=(4, 64), weak_ks=(16,), cross_k=256, cross_domains=("A",),
         setting_ks=(4,), rl={}, rl_rounds=dict(expert_iteration=2, filtering=1, iterated_dpo=2, dpo=2),
-        setting_rl_rounds=2, shots=(3,)),
+        setting_rl_rounds=2, shots=(2,)),  # the toy model's context (64 tokens) holds 2 solved examples
     "tiny": dict(
         seeds=(0, 1), locks=("ft200k", "ft12k", "scratch"), scratch_epochs=1, variant_epochs=1, rl_lock_epochs=1,
         lock=dict(toy_problems=1000, n_layer=1, n_head=2, n_embd=32, pretrain_steps=20, batch_size=32, eval_n=60,
@@ -456,6 +456,12 @@ def exp_prompting(R):
         for p in val:
             for name, text in prompt_variants(task, p, shots).items():
                 prompts.setdefault(name, []).append(text)
+        room = model.config.max_seq_len - task.max_new_tokens
+        for name, texts in prompts.items():
+            longest = max(len(tok.encode_prompt(t)) for t in texts)
+            if longest > room:
+                raise SystemExit(f"error: prompt variant {name!r} has {longest} tokens; the model's context "
+                                 f"({model.config.max_seq_len}) leaves {room}: use fewer shots in SCALES")
         res = {}
         for name, texts in prompts.items():
             comps = greedy_completions(model, tok, texts, task.max_new_tokens, 500, desc=name)
