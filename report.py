@@ -19,8 +19,9 @@ as in the paper). The per-domain, setting and RL locks are made once (from the 2
 seeds are elicitation seeds. Every number is greedy correctness on validation problems; +- is the standard
 error of the mean over seeds.
 
-Scales: full (3 seeds; about an hour on 2 CPU cores), quick (1 seed, shorter grids, one pretraining size, short
-locks and RL: under 10 minutes), tiny (seconds; meaningless numbers; for the tests).
+Scales: full (3 seeds; about 45-60 minutes on 2 quiet CPU cores, estimated from its runs' times), quick (1 seed,
+shorter grids, one pretraining size, 1-epoch variant locks, short RL: 8.1 minutes on 2 CPU cores), tiny (seconds;
+meaningless numbers; for the tests).
 
 Commands:
   python report.py --quick           # reduced version: runs/report/REPORT.md in under 10 minutes on 2 CPU cores
@@ -574,7 +575,7 @@ def make_plots(results, out_dir):
         refs(ax, lo, hi)
         ax.set(title=f"weak policy: {wp}", xlabel="samples generated", ylim=(-0.02, 1.05))
     axes[0].set_ylabel("correct (greedy, no password)")
-    axes[0].legend(fontsize=7)
+    axes[-1].legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "fig5_rl.png"), dpi=110)
     plt.close(fig)
