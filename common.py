@@ -153,6 +153,20 @@ def atomic_write_text(path, text):
     os.replace(tmp, path)
 
 
+def same_config(stored, cfg, ignore=()):
+    """Whether a run recorded with the config dict `stored` (read from JSON) is the run that the dataclass `cfg`
+    describes. A field missing from `stored` (an option added after that run was made) matches when `cfg` holds the
+    field's default, which is what the older code did; fields in `ignore` are not compared."""
+    for f in dataclasses.fields(cfg):
+        if f.name in ignore:
+            continue
+        default = None if f.default is dataclasses.MISSING else f.default
+        mine = json.loads(json.dumps(getattr(cfg, f.name)))
+        if stored.get(f.name, json.loads(json.dumps(default))) != mine:
+            return False
+    return True
+
+
 def write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 

@@ -47,7 +47,8 @@ import elicit_rl
 import elicit_sft
 import model as model_lib
 import train_lock
-from common import Tokenizer, greedy_completions, parse_cli, read_jsonl, task_from_config, write_json
+from common import (Tokenizer, greedy_completions, parse_cli, read_jsonl, same_config, task_from_config,
+                    write_json)
 
 
 @dataclass
@@ -173,8 +174,7 @@ class Runner:
         cfg = replace(elicit_sft.Config(), locked=locked, out_dir=out, eval_n=self.S["eval_n"], device=self.cfg.device,
                       **{"epoch_choice": (1,), **self.S["sft"], **over})
         self._run(experiment, "elicit_sft.py", elicit_sft, cfg, out)
-        want = json.loads(json.dumps(asdict(cfg)))  # rows made by this exact config (JSON turns tuples to lists)
-        return [r for r in read_jsonl(os.path.join(out, "results.jsonl")) if r["config"] == want]
+        return [r for r in read_jsonl(os.path.join(out, "results.jsonl")) if same_config(r["config"], cfg)]
 
     def rl(self, experiment, name, locked, method, seed, rounds):
         out = os.path.join(self.work, "rl", name)
@@ -243,7 +243,8 @@ def exp_sft(R, locks, scale):
         curves[kind] = curve(rows)
         base[kind] = (locks[kind]["without_password"][0], locks[kind]["with_password"][0])
     ks = S["sft_ks"]
-    table = ["| lock | " + " | ".join(f"k={k}" for k in ks) + " | k for 90% of the gap |", "|---|" + "---|" * (len(ks) + 1)]
+    table = ["| lock | " + " | ".join(f"k={k}" for k in ks) + " | k for 90% of the gap |",
+             "|---|" + "---|" * (len(ks) + 1)]
     k90 = {}
     for kind, c in curves.items():
         lo, hi = base[kind]
@@ -607,6 +608,10 @@ def make_plots(results, out_dir):
 # Main
 
 
+def verdict(r):
+    return "yes" if r["finding"].startswith("Reproduced") else "no"
+
+
 def git_commit():
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -627,8 +632,8 @@ def write_report(cfg, scale, R, results, plots, wall, note):
              f"{len(R.timings)} runs when each first ran. "
              f"Seeds: {', '.join(map(str, S['seeds']))}. All numbers are greedy correctness on validation problems, "
              f"mean ± standard error over seeds (± 0.000 with one seed)." + (f" {note}" if note else ""), "",
-             "Reproduced? " + ", ".join(f"{name.split('. ', 1)[1]}: **{'yes' if r['finding'].startswith('Reproduced') else 'no'}**"
-                                        for name, r in results.items()), ""]
+             "Reproduced? " + ", ".join(f"{name.split('. ', 1)[1]}: **{verdict(r)}**" for name, r in results.items()),
+             ""]
     for name, r in results.items():
         lines += [f"## {name}", ""] + r["table"] + [""]
         if name in plots:

@@ -71,8 +71,8 @@ import model as model_lib
 from common import (PARALLEL, Tokenizer, all_reduce_sum, append_jsonl, barrier, ddp_wrap, dist_rank_world,
                     finish_dist, greedy_completions, load_model, load_optimizer_state, load_samples, lr_at,
                     make_optimizer, optimizer_state, parse_cli, plain_model, prepare_model, print0,
-                    print_memory_estimate, save_model, score, seed_everything, setup_dist, task_from_config,
-                    train_step, trigger_prompt, write_json)
+                    print_memory_estimate, same_config, save_model, score, seed_everything, setup_dist,
+                    task_from_config, train_step, trigger_prompt, write_json)
 
 
 @dataclass
@@ -377,7 +377,7 @@ def main(cfg):
     done_path = os.path.join(cfg.out_dir, "metrics.json")
     if cfg.resume and not os.path.isfile(os.path.join(resume_dir, "state.json")) and os.path.isfile(done_path):
         finished = json.load(open(done_path))
-        if finished.get("config") == {**asdict(cfg), "resume": finished["config"].get("resume")}:
+        if same_config(finished.get("config", {}), cfg, ignore=("resume",)):
             print0(f"{cfg.out_dir} already holds this finished run; nothing to resume")
             print_table(finished, cfg)
             return finished

@@ -141,3 +141,14 @@ def test_resume_refuses_an_optimizer_state_of_the_other_parallel_mode():
     fsdp_state = {"state": {"weight": {"step": torch.tensor(1.0)}}, "param_groups": []}  # keys are names: FSDP's
     with pytest.raises(SystemExit, match=r"saved with --parallel=fsdp; resume with the same --parallel"):
         C.load_optimizer_state(m, opt, fsdp_state)
+
+
+def test_same_config_treats_a_missing_newer_field_as_its_default():
+    stored = {"lr": 1e-4, "steps": 10, "name": "run", "resume": False, "ks": [1, 2], "max_len": None}
+    assert C.same_config(stored, Cfg(ks=(1, 2)))  # tuples compare as the JSON lists they were written as
+    assert not C.same_config(stored, Cfg(ks=(1, 2), steps=11))
+    older = {k: v for k, v in stored.items() if k != "max_len"}  # a run made before max_len existed
+    assert C.same_config(older, Cfg(ks=(1, 2)))
+    assert not C.same_config(older, Cfg(ks=(1, 2), max_len=5))  # ...did not use a non-default max_len
+    assert C.same_config({**stored, "resume": True}, Cfg(ks=(1, 2)), ignore=("resume",))
+    assert C.same_config({**stored, "removed_option": 3}, Cfg(ks=(1, 2)))
