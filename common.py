@@ -66,10 +66,6 @@ def _convert(key, val, typ):
     return parsed
 
 
-def config_to_dict(cfg):
-    return dataclasses.asdict(cfg)
-
-
 # -----------------------------------------------------------------------------
 # Tokenizer: a tokenizer.json read by the `tokenizers` package
 
