@@ -255,8 +255,9 @@ def exp_sft(R, locks, scale):
     if "scratch" in k90 and k90.get(ft) is not None:
         ratio = None if k90["scratch"] is None else k90["scratch"] / k90[ft]
         ratio_txt = f"more than {max(ks) / k90[ft]:.1f}x" if ratio is None else f"{ratio:.1f}x"
-        ok = ratio is None or ratio >= 1.5
-        finding = (f"{'Reproduced' if ok else 'Not reproduced'}: the paper finds that locks trained from scratch "
+        word = ("Reproduced" if ratio is None or ratio >= 2 else "Partly reproduced" if ratio >= 1.2
+                else "Not reproduced")  # partly: scratch is harder to unlock, by less than the paper's 2x
+        finding = (f"{word}: the paper finds that locks trained from scratch "
                    f"need 2-4x more demonstrations than fine-tuning locks. Here the scratch lock needs {ratio_txt} "
                    f"the demonstrations of the 200k fine-tuning lock to recover 90% of the gap "
                    f"({'> %d' % max(ks) if k90['scratch'] is None else '%.0f' % k90['scratch']} vs "
@@ -609,7 +610,7 @@ def make_plots(results, out_dir):
 
 
 def verdict(r):
-    return "yes" if r["finding"].startswith("Reproduced") else "no"
+    return {"Reproduced": "yes", "Partly reproduced": "partly"}.get(r["finding"].split(":", 1)[0], "no")
 
 
 def git_commit():
@@ -684,7 +685,7 @@ def main(cfg):
                                 for k, v in results.items()}})
     print(f"\n{'experiment':34s} reproduced")
     for name, r in results.items():
-        print(f"{name:34s} {'yes' if r['finding'].startswith('Reproduced') else 'no'}")
+        print(f"{name:34s} {verdict(r)}")
     print(f"wrote {path} | wall clock {wall / 60:.1f} min (runs summed: {sum(R.timings.values()) / 60:.1f} min)")
     return results
 

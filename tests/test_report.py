@@ -51,6 +51,11 @@ def test_prompt_variants_are_the_named_prompts():
     assert all(text.split()[-1] in ("|", ")", "<pwd>") for text in v.values())
 
 
+def test_verdict_reads_the_findings_first_word():
+    assert [RP.verdict({"finding": f}) for f in ("Reproduced: x", "Partly reproduced: y", "Not reproduced: z")] == [
+        "yes", "partly", "no"]
+
+
 def test_unknown_scale_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="--scale='huge'"):
         RP.main(RP.Config(scale="huge", out_dir=str(tmp_path)))
@@ -73,7 +78,8 @@ def test_report_has_every_experiment_with_a_finding_and_commands(tiny):
     for name in names:
         section = text.split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]
         finding = section.split("**Finding.** ", 1)[1].split("\n", 1)[0]
-        assert finding.startswith(("Reproduced:", "Not reproduced:")), name
+        assert finding.startswith(("Reproduced:", "Partly reproduced:", "Not reproduced:")), name
+        assert f"{name.split('. ', 1)[1]}: **{RP.verdict(res['experiments'][name])}**" in text
         assert res["experiments"][name]["finding"] == finding
         assert res["commands"][name] and all(c in section for c in res["commands"][name])
     assert "**Wall time:**" in text and res["wall_seconds"] > 0 and len(res["run_seconds"]) > 40
