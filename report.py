@@ -19,7 +19,7 @@ as in the paper). The per-domain, setting and RL locks are made once (from the 2
 seeds are elicitation seeds. Every number is greedy correctness on validation problems; +- is the standard
 error of the mean over seeds.
 
-Scales: full (3 seeds; about 45-60 minutes on 2 quiet CPU cores, estimated from its runs' times), quick (1 seed,
+Scales: full (3 seeds; about 53 minutes of runs on 2 quiet CPU cores: docs/report_full/REPORT.md), quick (1 seed,
 shorter grids, one pretraining size, 1-epoch variant locks, short RL: 8.1 minutes on 2 CPU cores), tiny (seconds;
 meaningless numbers; for the tests).
 
