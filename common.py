@@ -655,6 +655,14 @@ def greedy_completions(model, tok, prompts, max_new_tokens, batch_size=256, desc
     return gather_indexed(mine, len(enc))
 
 
+def mean_se(xs):
+    """Mean and standard error of the mean (sample sd / sqrt(n)); SE 0 for a single value."""
+    xs = [float(x) for x in xs]
+    m = sum(xs) / len(xs)
+    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
+    return m, se
+
+
 def score(problems, grades):
     """Mean correctness and per-domain means (dicts of floats) for parallel lists of problems and Grades."""
     per = {}

@@ -47,8 +47,8 @@ from tqdm import tqdm
 
 import data
 from common import (PARALLEL, Tokenizer, append_jsonl, ddp_wrap, finish_dist, full_state, greedy_completions,
-                    load_full_state, load_model, load_samples, lr_at, make_optimizer, parse_cli, plain_model, print0,
-                    print_memory_estimate, read_jsonl, save_model, score, seed_everything, setup_dist,
+                    load_full_state, load_model, load_samples, lr_at, make_optimizer, mean_se, parse_cli, plain_model,
+                    print0, print_memory_estimate, read_jsonl, save_model, score, seed_everything, setup_dist,
                     task_from_config, train_step, trigger_prompt, write_json)
 
 
@@ -204,12 +204,6 @@ def summarize(rows):
             honest.append(best["correct_without_password"])
         table[k] = (len(paper), *mean_se(paper), *mean_se(honest))
     return table
-
-
-def mean_se(xs):
-    m = sum(xs) / len(xs)
-    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
-    return m, se
 
 
 def plot(table, base, ceiling, path):

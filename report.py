@@ -47,8 +47,8 @@ import elicit_rl
 import elicit_sft
 import model as model_lib
 import train_lock
-from common import (Tokenizer, greedy_completions, parse_cli, read_jsonl, same_config, task_from_config,
-                    write_json)
+from common import (Tokenizer, atomic_write_text, greedy_completions, mean_se, parse_cli, read_jsonl, same_config,
+                    task_from_config, write_json)
 
 
 @dataclass
@@ -94,14 +94,6 @@ LOCK_LABELS = {"ft200k": "fine-tuning lock, 200k pretraining samples", "ft12k":
 
 # -----------------------------------------------------------------------------
 # Statistics
-
-
-def mean_se(xs):
-    """Mean and standard error of the mean (sample sd / sqrt(n)); SE 0 for a single value."""
-    xs = [float(x) for x in xs]
-    m = sum(xs) / len(xs)
-    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
-    return m, se
 
 
 def mean_of_means(pairs):
@@ -412,7 +404,7 @@ def exp_rl(R):
     finding = (f"{'Reproduced' if ok else 'Not reproduced'}: in the paper RL's success depends on how often the weak "
                f"policy samples a strong answer; fixedrdm never lets it explore. Here the best method's last "
                f"round gains " + ", ".join(f"{g:+.3f} on the {wp} lock" for wp, g in gain.items()) +
-               f" (cells: correctness @ samples generated; DPO's columns are epochs over one fixed sample set).")
+               " (cells: correctness @ samples generated; DPO's columns are epochs over one fixed sample set).")
     return dict(table=table, finding=finding,
                 data=dict(curves={f"{wp}/{m}": v for (wp, m), v in res.items()}, base=base, gain=gain))
 
@@ -516,6 +508,11 @@ def make_plots(results, out_dir):
         ax.axhline(hi, color="k", ls="--", lw=1, label="locked, with password")
         ax.axhline(lo, color="gray", ls=":", lw=1, label="locked, without password")
 
+    def curve_line(ax, c, label):  # c: {k (as JSON string): (mean, se)}
+        ks = sorted(int(k) for k in c)
+        ax.errorbar(ks, [c[str(k)][0] for k in ks], yerr=[c[str(k)][1] for k in ks], marker="o", capsize=3,
+                    label=label)
+
     def finish(fig, ax, name, xlabel, log=True):
         ax.set(xlabel=xlabel, ylabel="correct (greedy, no password)", ylim=(-0.02, 1.05))
         if log:
@@ -530,9 +527,7 @@ def make_plots(results, out_dir):
     d = results["2. SFT sample efficiency"]["data"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for kind, c in d["curves"].items():
-        ks = sorted(int(k) for k in c)
-        ax.errorbar(ks, [c[str(k)][0] for k in ks], yerr=[c[str(k)][1] for k in ks], marker="o", capsize=3,
-                    label=LOCK_LABELS[kind])
+        curve_line(ax, c, LOCK_LABELS[kind])
     refs(ax, *d["base"]["ft200k"])
     files["2. SFT sample efficiency"] = finish(fig, ax, "fig6_sft.png", "number of strong demonstrations")
 
@@ -540,9 +535,7 @@ def make_plots(results, out_dir):
     base = results["1. Lock table"]["data"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for kind, c in d["curves"].items():
-        ks = sorted(int(k) for k in c)
-        ax.errorbar(ks, [c[str(k)][0] for k in ks], yerr=[c[str(k)][1] for k in ks], marker="o", capsize=3,
-                    label=f"{LOCK_LABELS[kind]}: weak samples")
+        curve_line(ax, c, f"{LOCK_LABELS[kind]}: weak samples")
     refs(ax, base["ft200k"]["without_password"][0], base["ft200k"]["with_password"][0])
     files["3. Weak-sample unlocking"] = finish(fig, ax, "fig13_weak.png", "number of weak-policy samples")
 
@@ -598,9 +591,7 @@ def make_plots(results, out_dir):
     d = results["5. Setting trigger"]["data"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, c in (("setting-trigger lock", d["sft"]), ("password lock", d["sft_single"])):
-        ks = sorted(int(k) for k in c)
-        ax.errorbar(ks, [c[str(k)][0] for k in ks], yerr=[c[str(k)][1] for k in ks], marker="o", capsize=3,
-                    label=f"{name}: SFT")
+        curve_line(ax, c, f"{name}: SFT")
     files["5. Setting trigger"] = finish(fig, ax, "fig9_setting.png", "number of strong demonstrations")
     return files
 
@@ -645,10 +636,7 @@ def write_report(cfg, scale, R, results, plots, wall, note):
               "(train_config.json / metrics.json for locks, the `config` field of each results.jsonl row for "
               "elicitation). Scale settings used:", "", "```json", json.dumps(S, indent=1), "```", ""]
     path = os.path.join(cfg.out_dir, "REPORT.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 
