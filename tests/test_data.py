@@ -316,6 +316,45 @@ def test_mmlu_csv_and_jsonl(tmp_path):
     assert [(p["answer"], p["domain"]) for p in ps] == [("C", "bio"), ("A", "law")]
 
 
+CASES = data.real.SAMPLES.parents[1] / "tests" / "graders_cases"  # excerpts of the test sets, see README.md
+
+
+def test_mmlu_dev_path_list():
+    """A list of the original per-subject dev CSVs is the 1-shot pool; a bad dev_path fails when loading."""
+    mmlu = CASES / "mmlu"
+    task = data.get_task("mmlu", path=[mmlu / "anatomy_test.csv", mmlu / "virology_test.csv"],
+                         dev_path=[mmlu / "anatomy_dev.csv", mmlu / "virology_dev.csv"])
+    problems = task.problems()
+    assert [p["subject"] for p in problems] == ["anatomy"] * 2 + ["virology"] * 2
+    dev = {s: [row[0] for row in csv.reader((mmlu / f"{s}_dev.csv").read_text(encoding="utf-8").splitlines())]
+           for s in ("anatomy", "virology")}
+    for p in problems:
+        shot = task.prompt(p).split("\n\n")[1].split("\nA. ")[0]  # the example question, after the header
+        assert shot in dev[p["subject"]], p["id"]
+    missing = mmlu / "nope_dev.csv"
+    with pytest.raises(FileNotFoundError, match="nope_dev.csv: no such file"):
+        data.get_task("mmlu", path=mmlu / "anatomy_test.csv", dev_path=[mmlu / "anatomy_dev.csv", missing]).problems()
+    with pytest.raises(TypeError, match="dev_path should be a file or a list of files, got 3"):
+        data.get_task("mmlu", path=mmlu / "anatomy_test.csv", dev_path=3).problems()
+
+
+def test_math_answer_is_the_references_last_box(tmp_path):
+    """MathTask reads the answer with graders.last_boxed: "\\boxed {5}" is 5, and a final bare "\\boxed" (a
+    mention of the command) does not hide the answer before it."""
+    from graders import last_boxed
+    rows = [{"problem": "p", "level": "Level 1", "type": "Algebra", "solution": s}
+            for s in ("So the sum is $\\boxed {5}$.", "We get $\\boxed{3}$, then write it in \\boxed")]
+    path = tmp_path / "math.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = data.get_task("math", path=path)
+    problems = task.problems()
+    assert [p["answer"] for p in problems] == ["5", "3"]
+    assert all(task.grade(p["solution"], p).correct for p in problems)
+    excerpts = data.get_task("math", path=CASES / "math_references.jsonl").problems()  # MATH test problems
+    assert [p["answer"] for p in excerpts] == [last_boxed(p["solution"]) for p in excerpts]
+    assert excerpts[0]["answer"] == "\\text{Evelyn}" and all(task.grade(p["solution"], p).correct for p in excerpts)
+
+
 def test_humaneval_gz_and_mbpp_files():
     from data.real import SAMPLES
     he = data.get_task("code", path=SAMPLES / "humaneval.jsonl.gz").problems()
