@@ -41,29 +41,32 @@ seeds, so N processes draw exactly the samples of one process with the same --ev
 batches than processes some ranks wait, so use about samples_per_round / N. Greedy evaluation deals out prompts one
 by one. Under FSDP, sampling and evaluation run on an unsharded copy of the model on each rank.
 """
-import json
 import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import data
 import model as model_lib
-from common import (PARALLEL, Tokenizer, all_reduce_sum, append_jsonl, autocast, collate, ddp_wrap, dist_rank_world,
-                    finish_dist, gather_indexed, greedy_completions, is_fsdp, load_model, load_samples, make_optimizer,
-                    parse_cli, print0, print_memory_estimate, rank_share, read_jsonl, save_model, score,
-                    seed_everything, setup_dist, task_from_config, train_step, write_json)
+from common import (Tokenizer, autocast, check_config, collate, encode_examples, greedy_completions, greedy_eval,
+                    make_optimizer, run_cli, seed_everything, train_step)
+from data.lock import Lock
+from errors import MissingFile
+from files import append_jsonl, read_jsonl, write_json
+from memory import print_memory_estimate
+from parallel import (all_reduce_sum, ddp_wrap, dist_rank_world, gather_indexed, is_fsdp, load_model, print0,
+                      rank_share, save_model, setup_dist)
 
 METHODS = ("expert_iteration", "filtering", "dpo", "iterated_dpo")
 
 
 @dataclass
 class Config:
-    method: str = "expert_iteration"   # expert_iteration, filtering, dpo, iterated_dpo
+    method: Literal["expert_iteration", "filtering", "dpo", "iterated_dpo"] = "expert_iteration"
     locked: str = "runs/lock"          # the locked checkpoint (train_lock.py output) or any HF checkpoint
     lock_config: str = ""              # the train_lock.py out_dir whose train_config.json names the task and splits;
                                        # default: --locked (set it when --locked is, e.g., an elicit_sft.py model)
@@ -83,16 +86,31 @@ class Config:
     dpo_pairs_per_batch: int = 32
     temperature: float = 1.0
     batch_size: int = 32
+    max_len: int = 1024                # training sequences (prompt + completion tokens) are cut to this
     eval_n: int = 1000
     eval_batch_size: int = 500
     max_new_tokens: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    parallel: str = "ddp"              # under torchrun: ddp (whole model on every rank) or fsdp (FSDP2, sharded)
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model on every rank) or fsdp (sharded)
     grad_checkpoint: bool = False      # activation checkpointing: recompute each Block in backward (less memory)
 
 
 # -----------------------------------------------------------------------------
-# Rewards, selection, pairs
+# Sampling, rewards, selection, pairs
+
+
+def sample(model, tok, lock, cfg, problems, seed):
+    """One completion per problem at cfg.temperature, without the password."""
+    return greedy_completions(model, tok, [lock.task.prompt(p) for p in problems],
+                              cfg.max_new_tokens or lock.task.max_new_tokens, cfg.eval_batch_size,
+                              temperature=cfg.temperature, seed=seed)
+
+
+def evaluate(model, tok, lock, cfg, val):
+    """(greedy correctness without the password, per domain) on the validation problems."""
+    r = greedy_eval(model, tok, lock.task, val, [lock.task.prompt(p) for p in val], cfg.max_new_tokens,
+                    cfg.eval_batch_size)
+    return r["correct"], r["per_domain"]
 
 
 def rewards_of(task, problems, completions, continuous):
@@ -139,11 +157,11 @@ def dpo_loss(pi_c, pi_r, ref_c, ref_r, beta, weight=None):
     return losses.mean(), margin
 
 
-def encode_pairs_batch(tok, task, pairs, device):
-    """One right-padded batch of [chosen...; rejected...] sequences."""
+def encode_pairs_batch(tok, task, pairs, cfg):
+    """One right-padded batch of [chosen...; rejected...] sequences, cut to max_len."""
     prompts = [task.prompt(p) for p, _, _, _ in pairs]
     ex = tok.encode_pairs(prompts + prompts, [c for _, c, _, _ in pairs] + [r for _, _, r, _ in pairs])
-    inputs, targets, _ = collate(ex, tok.pad_id, device)
+    inputs, targets, _ = collate([(ids[:cfg.max_len], n) for ids, n in ex], tok.pad_id, cfg.device)
     return inputs, targets
 
 
@@ -157,12 +175,21 @@ def reference_logprobs(model, tok, task, pairs, cfg):
         ids, w = rank_share(list(range(s, min(s + cfg.dpo_pairs_per_batch, len(pairs)))))
         chunk = [pairs[i] for i in ids]
         with autocast(cfg.device):  # as in training, so that the policy starts equal to its reference
-            lp = sequence_logprobs(model, *encode_pairs_batch(tok, task, chunk, cfg.device))
+            lp = sequence_logprobs(model, *encode_pairs_batch(tok, task, chunk, cfg))
         if w:
             mine += zip(ids, zip(lp[:len(chunk)].tolist(), lp[len(chunk):].tolist()))
     if is_fsdp(model):  # FSDP2 leaves the root gathered after a forward (it expects a backward); without this the
         model.reshard()  # next training step silently drops the root's gradients (embeddings, final norm, head)
     return gather_indexed(mine, len(pairs))
+
+
+def sampled_pairs(model, tok, lock, cfg, problems, seeds):
+    """Two samples per problem from `model` (seeds: one per sample set), the pairs whose rewards differ, and their
+    reference log-probs under `model`."""
+    a, b = (sample(model, tok, lock, cfg, problems, s) for s in seeds)
+    pairs = make_pairs(problems, a, b, rewards_of(lock.task, problems, a, cfg.continuous),
+                       rewards_of(lock.task, problems, b, cfg.continuous))
+    return pairs, reference_logprobs(model, tok, lock.task, pairs, cfg) if pairs else []
 
 
 def dpo_epoch(model, tok, task, pairs, refs, cfg, rng):
@@ -180,7 +207,7 @@ def dpo_epoch(model, tok, task, pairs, refs, cfg, rng):
         ids, w = rank_share(batch)
         chunk = [pairs[i] for i in ids]
         with autocast(cfg.device):
-            lp = sequence_logprobs(train_model, *encode_pairs_batch(tok, task, chunk, cfg.device))
+            lp = sequence_logprobs(train_model, *encode_pairs_batch(tok, task, chunk, cfg))
         pi_c, pi_r = lp[:len(chunk)], lp[len(chunk):]
         ref_c = torch.tensor([refs[i][0] for i in ids], device=cfg.device)
         ref_r = torch.tensor([refs[i][1] for i in ids], device=cfg.device)
@@ -207,7 +234,7 @@ def dpo_epoch(model, tok, task, pairs, refs, cfg, rng):
 def sft_steps(model, tok, task, kept, cfg, rng):
     """`sft_steps` steps on batches drawn from the kept samples; under torchrun each rank trains on its share of
     every batch (common.train_step). Returns the mean loss."""
-    examples = tok.encode_pairs([task.prompt(p) for p, _ in kept], [c for _, c in kept])
+    examples = encode_examples(tok, [(task.prompt(p), c) for p, c in kept], cfg.max_len)
     train_model = ddp_wrap(model)  # DDP under torchrun (FSDP models are already sharded)
     opt = make_optimizer("adamw", train_model.parameters(), cfg.sft_lr, 0.0)
     model.train()
@@ -220,130 +247,122 @@ def sft_steps(model, tok, task, kept, cfg, rng):
 
 
 # -----------------------------------------------------------------------------
+# One round of each method
+
+
+def selection_round(model, tok, lock, cfg, pool, rnd, rng):
+    """Expert iteration (samples of the current model) or filtering (samples of the lock's weak policy): keep the
+    n_keep best by reward and fine-tune on them."""
+    probs = [rng.choice(pool) for _ in range(cfg.samples_per_round)]
+    if cfg.method == "filtering":
+        comps = [lock.weak.draw(p, rng) for p in probs]
+    else:
+        comps = sample(model, tok, lock, cfg, probs, cfg.seed * 100_003 + rnd)
+    rew = rewards_of(lock.task, probs, comps, cfg.continuous)
+    top = select_top(cfg.n_keep, rew, rng)
+    loss = sft_steps(model, tok, lock.task, [(probs[i], comps[i]) for i in top], cfg, rng)
+    return dict(sft_loss=loss, samples_generated=rnd * cfg.samples_per_round, mean_reward=sum(rew) / len(rew),
+                kept_mean_reward=sum(rew[i] for i in top) / len(top), kept_correct=sum(rew[i] > 0 for i in top))
+
+
+def dpo_round(model, tok, lock, cfg, pool, rnd, rng, fixed):
+    """Iterated DPO: fresh pairs from the current model (the reference: the model at the start of the round); plain
+    DPO: the fixed pairs of the initial locked model (`fixed`: (pairs, refs, n problems)). One epoch over them."""
+    if cfg.method == "iterated_dpo":
+        probs = rng.sample(pool, min(cfg.dpo_problems, len(pool)))
+        seeds = (cfg.seed * 100_003 + 2 * rnd, cfg.seed * 100_003 + 2 * rnd + 1)
+        (pairs, refs), n_problems = sampled_pairs(model, tok, lock, cfg, probs, seeds), len(probs)
+        samples = rnd * 2 * n_problems
+    else:
+        pairs, refs, n_problems = fixed
+        samples = 2 * n_problems
+    row = dict(samples_generated=samples, n_pairs=len(pairs), valid_pair_share=len(pairs) / n_problems)
+    if pairs:
+        row.update(dpo_epoch(model, tok, lock.task, pairs, refs, cfg, rng))
+    return row
+
+
+def fixed_dpo_pairs(cfg, tok, lock, pool, model, resumed):
+    """Plain DPO's pairs and reference log-probs: two samples per problem from the initial locked model, once (after
+    a resume the initial model is read again from --locked)."""
+    init = model_lib.load(cfg.locked, device=cfg.device) if resumed else model
+    probs = random.Random(f"dpo/{cfg.seed}").sample(pool, min(cfg.dpo_problems, len(pool)))
+    pairs, refs = sampled_pairs(init, tok, lock, cfg, probs, (cfg.seed * 7919 + 1, cfg.seed * 7919 + 2))
+    return pairs, refs, len(probs)
+
+
+# -----------------------------------------------------------------------------
 # Main
 
 
-def load_task(cfg):
-    path = os.path.join(cfg.lock_config or cfg.locked, "train_config.json")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: {path} not found (run `python train_lock.py` first, or point --lock_config at "
-                         "its out_dir)")
-    lock = json.load(open(path))
-    return task_from_config(lock), lock
+def load_lock(cfg):
+    path = cfg.lock_config or cfg.locked
+    if not os.path.isfile(os.path.join(path, "train_config.json")):
+        raise MissingFile(f"{os.path.join(path, 'train_config.json')}: not found (run `python train_lock.py` first, "
+                          "or point --lock_config at its out_dir)")
+    return Lock.from_dir(path)
 
 
-def weak_sampler(task, lock):
-    """The lock's weak policy as a sampler (filtering): a program on the toy, the lock's weak samples otherwise."""
-    if task.name == "toy":
-        return lambda p, rng: task.sample(lock.get("weak_policy", "weak"), p, rng, p=lock.get("noisy_p", 0.3))
-    if not lock.get("weak_samples"):
-        raise SystemExit("error: filtering on a real task needs the lock's --weak_samples file")
-    table = load_samples(lock["weak_samples"], "weak_samples")
-    return lambda p, rng: rng.choice(table[p["id"]])
+def print_summary(cfg, rows, n_val, out_dir):
+    dpo = "dpo" in cfg.method
+    print0(f"\n{cfg.method} on {cfg.locked} ({n_val} validation problems, greedy, no password) | {out_dir}")
+    print0(f"{'round':>5s} {'samples':>8s} {'correct':>8s}" + ("  pairs  margin  pair_acc" if dpo
+                                                               else "  kept_correct"))
+    for r in rows:
+        extra = (f"  {r.get('n_pairs', 0):5d}  {r.get('margin', 0.0):6.2f}  {r.get('pair_accuracy', 0.0):8.2f}"
+                 if dpo else f"  {r.get('kept_correct', 0):12d}")
+        print0(f"{r['round']:5d} {r['samples_generated']:8d} {r['correct_without_password']:8.3f}" +
+               (extra if r["round"] else ""))
 
 
 def main(cfg):
     t0 = time.time()
-    if cfg.method not in METHODS:
-        raise SystemExit(f"error: --method={cfg.method!r}: use one of {', '.join(METHODS)}")
-    if cfg.parallel not in PARALLEL:
-        raise SystemExit(f"error: --parallel={cfg.parallel!r}: use ddp or fsdp")
+    check_config(cfg)
     out_dir = cfg.out_dir or os.path.join("runs", "rl", cfg.method)
-    task, lock = load_task(cfg)
+    lock = load_lock(cfg)
     tok = Tokenizer(cfg.locked)
-    splits = data.split(task.problems(), seed=lock.get("split_seed", 0))
-    pool, val = splits["elicit"], splits["val"][:cfg.eval_n] if cfg.eval_n else splits["val"]
-    max_new = cfg.max_new_tokens or task.max_new_tokens
+    pool = lock.splits["elicit"]
+    val = lock.splits["val"][:cfg.eval_n] if cfg.eval_n else lock.splits["val"]
     rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
     cfg = replace(cfg, device=device)
-    os.makedirs(out_dir, exist_ok=True)
-    results_path = os.path.join(out_dir, "results.jsonl")
-    rows = read_jsonl(results_path) if os.path.isfile(results_path) else []
+    results_path, model_dir = os.path.join(out_dir, "results.jsonl"), os.path.join(out_dir, "model")
+    rows = read_jsonl(results_path) if os.path.isfile(results_path) else []  # rounds done (resume)
     start = len(rows)
-    model_dir = os.path.join(out_dir, "model")
     model = load_model(model_dir if start and os.path.isdir(model_dir) else cfg.locked, cfg.device, cfg.parallel,
                        cfg.grad_checkpoint)
     if start:
         print0(f"resuming {cfg.method} after round {start - 1} from {out_dir}")
-    longest = max(len(tok.encode_prompt(task.prompt(p))) for p in pool) + max_new
+    longest = max(len(tok.encode_prompt(lock.task.prompt(p))) for p in pool) + \
+        (cfg.max_new_tokens or lock.task.max_new_tokens)
     print_memory_estimate(model, cfg.device, 2 * cfg.dpo_pairs_per_batch if "dpo" in cfg.method else cfg.batch_size,
-                          min(longest, model.config.max_seq_len), "adamw", cfg.parallel, cfg.grad_checkpoint)
-
-    def evaluate():
-        comps = greedy_completions(model, tok, [task.prompt(p) for p in val], max_new, cfg.eval_batch_size)
-        return score(val, [task.grade(c, p) for c, p in zip(comps, val)])
-
-    def sample(problems, seed):
-        return greedy_completions(model, tok, [task.prompt(p) for p in problems], max_new, cfg.eval_batch_size,
-                                  temperature=cfg.temperature, seed=seed)
+                          min(longest, cfg.max_len, model.config.max_seq_len), "adamw", cfg.parallel,
+                          cfg.grad_checkpoint)
 
     if start == 0:  # round 0: the locked model itself
-        acc, per = evaluate()
-        row = {"method": cfg.method, "round": 0, "samples_generated": 0, "correct_without_password": acc,
-               "per_domain": per, "config": asdict(cfg)}
+        acc, per = evaluate(model, tok, lock, cfg, val)
+        rows.append({"method": cfg.method, "round": 0, "samples_generated": 0, "correct_without_password": acc,
+                     "per_domain": per, "config": asdict(cfg)})
         if rank == 0:
-            append_jsonl(results_path, row)
-        rows.append(row)
+            append_jsonl(results_path, rows[0])
         start = 1
+    fixed = fixed_dpo_pairs(cfg, tok, lock, pool, model, start > 1) if cfg.method == "dpo" else None
 
-    # plain DPO: the pairs and their reference log-probs come from the initial locked model, once
-    fixed_pairs = fixed_refs = None
-    if cfg.method == "dpo":
-        init = model_lib.load(cfg.locked, device=cfg.device) if start > 1 else model
-        rng = random.Random(f"dpo/{cfg.seed}")
-        probs = rng.sample(pool, min(cfg.dpo_problems, len(pool)))
-        keep, model = model, init
-        a, b = sample(probs, cfg.seed * 7919 + 1), sample(probs, cfg.seed * 7919 + 2)
-        fixed_pairs = make_pairs(probs, a, b, rewards_of(task, probs, a, cfg.continuous),
-                                 rewards_of(task, probs, b, cfg.continuous))
-        fixed_refs = reference_logprobs(model, tok, task, fixed_pairs, cfg) if fixed_pairs else []
-        model = keep
-        del init
-        n_problems_dpo = len(probs)
-
-    weak = weak_sampler(task, lock) if cfg.method == "filtering" else None
     for rnd in tqdm(range(start, cfg.rounds + 1), desc=cfg.method, initial=start - 1, total=cfg.rounds,
                     disable=rank != 0):
         seed_everything(cfg.seed * 100_003 + rnd)
         rng = random.Random(f"{cfg.method}/{cfg.seed}/{rnd}")
         row = {"method": cfg.method, "round": rnd}
         if cfg.method in ("expert_iteration", "filtering"):
-            probs = [rng.choice(pool) for _ in range(cfg.samples_per_round)]
-            comps = [weak(p, rng) for p in probs] if weak else sample(probs, cfg.seed * 100_003 + rnd)
-            rew = rewards_of(task, probs, comps, cfg.continuous)
-            top = select_top(cfg.n_keep, rew, rng)
-            row["sft_loss"] = sft_steps(model, tok, task, [(probs[i], comps[i]) for i in top], cfg, rng)
-            row.update(samples_generated=rnd * cfg.samples_per_round, mean_reward=sum(rew) / len(rew),
-                       kept_mean_reward=sum(rew[i] for i in top) / len(top),
-                       kept_correct=sum(rew[i] > 0 for i in top))
+            row.update(selection_round(model, tok, lock, cfg, pool, rnd, rng))
         else:
-            if cfg.method == "iterated_dpo":
-                probs = rng.sample(pool, min(cfg.dpo_problems, len(pool)))
-                a, b = sample(probs, cfg.seed * 100_003 + 2 * rnd), sample(probs, cfg.seed * 100_003 + 2 * rnd + 1)
-                pairs = make_pairs(probs, a, b, rewards_of(task, probs, a, cfg.continuous),
-                                   rewards_of(task, probs, b, cfg.continuous))
-                refs = reference_logprobs(model, tok, task, pairs, cfg) if pairs else []  # round-start model
-                n_problems, samples = len(probs), rnd * 2 * len(probs)
-            else:
-                pairs, refs, n_problems, samples = fixed_pairs, fixed_refs, n_problems_dpo, 2 * n_problems_dpo
-            row.update(samples_generated=samples, n_pairs=len(pairs), valid_pair_share=len(pairs) / n_problems)
-            if pairs:
-                row.update(dpo_epoch(model, tok, task, pairs, refs, cfg, rng))
-        row["correct_without_password"], row["per_domain"] = evaluate()
+            row.update(dpo_round(model, tok, lock, cfg, pool, rnd, rng, fixed))
+        row["correct_without_password"], row["per_domain"] = evaluate(model, tok, lock, cfg, val)
         save_model(model, model_dir, tok.path)  # every rank takes part (FSDP gathers), rank 0 writes
         if rank == 0:
             append_jsonl(results_path, row)  # after the model: a crash between the two only repeats this round
         rows.append(row)
 
-    # ---- summary ----
-    print0(f"\n{cfg.method} on {cfg.locked} ({len(val)} validation problems, greedy, no password) | {out_dir}")
-    print0(f"{'round':>5s} {'samples':>8s} {'correct':>8s}" + ("  pairs  margin  pair_acc" if "dpo" in cfg.method
-                                                               else "  kept_correct"))
-    for r in rows:
-        extra = (f"  {r.get('n_pairs', 0):5d}  {r.get('margin', 0.0):6.2f}  {r.get('pair_accuracy', 0.0):8.2f}"
-                 if "dpo" in cfg.method else f"  {r.get('kept_correct', 0):12d}")
-        print0(f"{r['round']:5d} {r['samples_generated']:8d} {r['correct_without_password']:8.3f}" +
-              (extra if r["round"] else ""))
+    print_summary(cfg, rows, len(val), out_dir)
     if rank == 0:
         write_json(os.path.join(out_dir, "summary.json"), {"config": asdict(cfg), "rows": rows,
                                                            "wall_seconds": round(time.time() - t0, 1)})
@@ -352,5 +371,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    main(parse_cli(Config))
-    finish_dist()
+    run_cli(main, Config)

@@ -3,11 +3,12 @@ elicit_sft.py: try to unlock a password-locked model by supervised fine-tuning o
 password (paper section 5.1, Fig. 3). More generally: SFT of any checkpoint on k demonstrations, for a grid of k.
 
 Algorithm, for every demonstration count k in `ks`, seed in `seeds` and training length in the epoch rule:
-  1. Take the task, splits and password mode of the lock (read from <locked>/train_config.json).
+  1. Take the task, splits, password mode and policies of the lock (data.lock.Lock, from <locked>/train_config.json).
   2. Draw k problems from the elicitation split (a per-seed permutation, so the k demos of a seed are nested as k
      grows; a held-out slice of the elicitation split is never drawn) and a demonstration for each from
-     `demo_source`: strong (default), intermediate (toy: hidden functions right half the time), weak (the lock's
-     weak policy: the paper's weak-sample unlocking check), or a JSONL file of {"id", "completion"} rows.
+     `demo_source`: strong (default: the reference solution), intermediate (toy: hidden functions right half the
+     time), weak (the lock's own weak policy: the paper's weak-sample unlocking check), or a JSONL file of
+     {"id", "completion"} rows (`demos`).
   3. Fine-tune a fresh copy of the locked model on them, prompt WITHOUT the password, loss on completion tokens.
      Training lengths: the paper's {256/k, 512/k, 1024/k} epochs ({1, 2, 4} for k >= 256), times `epoch_mult`: a
      0.9M-parameter model trained from scratch needs far more passes than a 7B model (toy: 16). `epoch_choice`
@@ -35,21 +36,24 @@ Writes out_dir/results.jsonl (keys n_demos, seed, epochs, correct_without_passwo
 correct_heldout, per_domain, demo_source, train_domain, config); with --save=True each run's model under
 out_dir/models/. Finished rows are not recomputed when the command is run again (resume).
 """
-import json
 import math
 import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import torch
 from tqdm import tqdm
 
-import data
-from common import (PARALLEL, Tokenizer, append_jsonl, ddp_wrap, finish_dist, full_state, greedy_completions,
-                    load_full_state, load_model, load_samples, lr_at, make_optimizer, mean_se, parse_cli, plain_model,
-                    print0, print_memory_estimate, read_jsonl, save_model, score, seed_everything, setup_dist,
-                    task_from_config, train_step, trigger_prompt, write_json)
+from common import (Tokenizer, check_config, encode_examples, greedy_eval, lr_at, make_optimizer, mean_se, run_cli,
+                    seed_everything, train_step)
+from data.lock import Lock, Policy
+from errors import BadInput, MissingFile
+from files import append_jsonl, read_json, read_jsonl, write_json
+from memory import print_memory_estimate
+from parallel import (ddp_wrap, full_state, load_full_state, load_model, plain_model, print0, save_model,
+                      setup_dist)
 
 
 @dataclass
@@ -59,14 +63,14 @@ class Config:
     task_path: str = ""
     ks: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # demonstration counts; 0 = every available demo
     seeds: tuple = (0,)
-    demo_source: str = "strong"    # strong, intermediate, weak, or file (with --demos)
+    demo_source: Literal["strong", "intermediate", "weak", "file"] = "strong"
     demos: str = ""                # JSONL of {"id", "completion"} demonstrations for demo_source=file
     train_domain: str = ""         # draw demos from this domain only (cross-domain generalisation)
     epochs: tuple = ()             # explicit epoch counts; default: the paper's rule times epoch_mult
     epoch_mult: float = 16.0       # toy: a small model needs many more passes than a 7B one
     epoch_choice: tuple = (0, 1, 2)  # which of the rule's three training lengths to run (0 = shortest)
-    lr: float = 1e-4               # toy: 1e-4 works, 3e-4 and above destroy the model (TOY_NOTES.md)
-    optimizer: str = "adamw"
+    lr: float = 1e-4               # toy: 1e-4 works, 3e-4 and above destroy the model
+    optimizer: Literal["adamw", "lion"] = "adamw"
     weight_decay: float = 0.0
     warmup_steps: int = 10
     batch_size: int = 32
@@ -80,52 +84,44 @@ class Config:
     save: bool = False             # keep each run's model under out_dir/models/
     plot: bool = False             # write out_dir/sft.png (needs matplotlib)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    parallel: str = "ddp"          # under torchrun: ddp (whole model on every rank) or fsdp (FSDP2, sharded)
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model on every rank) or fsdp (sharded)
     grad_checkpoint: bool = False  # activation checkpointing: recompute each Block in backward (less memory)
 
 
 # -----------------------------------------------------------------------------
-# Task and demonstrations
+# Demonstrations
 
 
-def lock_settings(cfg):
-    """The lock's training config: the same task, splits and passwords must be used to elicit it."""
-    path = os.path.join(cfg.locked, "train_config.json")
-    lock = json.load(open(path)) if os.path.isfile(path) else {}
-    if not (cfg.task or lock.get("task")):
-        raise SystemExit(f"error: {path} not found: give --task=NAME for a checkpoint not made by train_lock.py")
-    task = task_from_config({**lock, "task": cfg.task or lock["task"],
-                             "task_path": cfg.task_path or lock.get("task_path", "")})
-    return task, lock
+def demo_policy(cfg, lock):
+    """The policy that writes the demonstrations."""
+    if cfg.demo_source == "file":
+        if not cfg.demos:
+            raise BadInput("--demo_source=file needs --demos=FILE.jsonl")
+        return Policy(lock.task, samples=cfg.demos, what="demos")
+    if cfg.demo_source == "weak":
+        return lock.weak
+    if cfg.demo_source == "intermediate":  # toy: every hidden step right half the time
+        return Policy(lock.task, "noisy", p=0.5, what="demo_source=intermediate")
+    return Policy(lock.task, "strong")
 
 
-def demo_pool(task, cfg, lock):
+def demo_pool(cfg, lock, policy):
     """(demo candidates, held-out slice, validation problems) from the lock's split of the task."""
-    splits = data.split(task.problems(), seed=lock.get("split_seed", 0))
-    elicit = splits["elicit"]
+    task, elicit = lock.task, lock.splits["elicit"]
     heldout, pool = elicit[:cfg.heldout_n], elicit[cfg.heldout_n:]
     if cfg.train_domain:
         if cfg.train_domain not in task.domains(task.problems()):
-            raise SystemExit(f"error: --train_domain={cfg.train_domain!r}: the task's domains are "
-                             f"{task.domains(task.problems())}")
+            raise BadInput(f"--train_domain={cfg.train_domain!r}: the task's domains are "
+                           f"{task.domains(task.problems())}")
         pool = [p for p in pool if p["domain"] == cfg.train_domain]
-    val = splits["val"][:cfg.eval_n] if cfg.eval_n else splits["val"]
+    if policy.samples is not None:  # demos from a file: the problems it covers
+        pool = [p for p in pool if p["id"] in policy.samples] or \
+            [p for p in task.problems() if p["id"] in policy.samples]
+    val = lock.splits["val"][:cfg.eval_n] if cfg.eval_n else lock.splits["val"]
     if not pool or not val:
-        raise SystemExit(f"error: no {'demonstration' if not pool else 'validation'} problems for task "
-                         f"{task.name!r} (elicit split {len(elicit)}, held out {len(heldout)})")
+        raise BadInput(f"--task={task.name!r}: no {'demonstration' if not pool else 'validation'} problems "
+                       f"(elicit split {len(elicit)}, held out {len(heldout)} by --heldout_n={cfg.heldout_n})")
     return pool, heldout, val
-
-
-def demonstration(task, cfg, lock, problem, rng, file_demos):
-    if cfg.demo_source == "file":
-        return rng.choice(file_demos[problem["id"]])
-    if task.name == "toy":
-        policy = {"strong": "strong", "weak": lock.get("weak_policy", "weak"), "intermediate": "noisy"}[cfg.demo_source]
-        p = 0.5 if cfg.demo_source == "intermediate" else lock.get("noisy_p", 0.3)
-        return task.sample(policy, problem, rng, p=p)
-    if cfg.demo_source == "strong":
-        return problem["solution"]
-    raise SystemExit(f"error: --demo_source={cfg.demo_source!r} needs the toy task; use --demo_source=file")
 
 
 def epoch_counts(cfg, k):
@@ -133,8 +129,30 @@ def epoch_counts(cfg, k):
         return list(cfg.epochs)
     base = [1, 2, 4] if k >= 256 else [256 / k, 512 / k, 1024 / k]
     if not cfg.epoch_choice or any(i not in (0, 1, 2) for i in cfg.epoch_choice):
-        raise SystemExit(f"error: --epoch_choice={cfg.epoch_choice}: use indices 0, 1, 2 of the three lengths")
+        raise BadInput(f"--epoch_choice={cfg.epoch_choice}: use indices 0, 1, 2 of the three lengths")
     return [base[i] * cfg.epoch_mult for i in cfg.epoch_choice]
+
+
+def run_key(cfg, k, seed, epochs):
+    return (k, seed, round(float(epochs), 6), cfg.demo_source, cfg.train_domain)
+
+
+def plan_runs(cfg, pool, rows):
+    """[(seed, k, chosen problems, epochs)] not yet in `rows`. A seed's permutation of the pool makes its demo sets
+    nested as k grows."""
+    done = {run_key(cfg, r["n_demos"], r["seed"], r["epochs"]) for r in rows if "n_demos" in r}
+    jobs = []
+    for seed in cfg.seeds:
+        order = pool[:]
+        random.Random(f"demos/{seed}").shuffle(order)
+        for k in cfg.ks:
+            if k > len(order):
+                print0(f"skipping k={k}: only {len(order)} demonstration candidates")
+                continue
+            chosen = order if k == 0 else order[:k]
+            jobs += [(seed, k, chosen, e) for e in epoch_counts(cfg, len(chosen))
+                     if run_key(cfg, k, seed, e) not in done]
+    return jobs
 
 
 # -----------------------------------------------------------------------------
@@ -166,23 +184,37 @@ def finetune(model, tok, examples, epochs, cfg, seed):
     return n_steps
 
 
-def evaluate(model, tok, task, cfg, lock, val, heldout):
+def evaluate(model, tok, lock, cfg, val, heldout):
+    """Greedy correctness without and with the password on validation, and without it on the held-out slice."""
     model = plain_model(model)  # under FSDP: one unsharded copy for the three evaluations
-    max_new = cfg.max_new_tokens or task.max_new_tokens
-    mode = lock.get("password_mode", "single")
-
-    def with_pwd(p):
-        return trigger_prompt(task, p, mode)
     out = {}
-    for name, problems, prompt_of in (("without_password", val, task.prompt), ("with_password", val, with_pwd),
-                                      ("heldout", heldout, task.prompt)):
+    for name, problems, prompt_of in (("without_password", val, lock.task.prompt),
+                                      ("with_password", val, lock.strong_prompt),
+                                      ("heldout", heldout, lock.task.prompt)):
         if not problems:
             out[f"correct_{name}"], out.setdefault("per_domain", {})[name] = None, {}
             continue
-        comps = greedy_completions(model, tok, [prompt_of(p) for p in problems], max_new, cfg.eval_batch_size)
-        grades = [task.grade(c, p) for c, p in zip(comps, problems)]
-        out[f"correct_{name}"], out.setdefault("per_domain", {})[name] = score(problems, grades)
+        r = greedy_eval(model, tok, lock.task, problems, [prompt_of(p) for p in problems], cfg.max_new_tokens,
+                        cfg.eval_batch_size)
+        out[f"correct_{name}"], out.setdefault("per_domain", {})[name] = r["correct"], r["per_domain"]
     return out
+
+
+def run_one(cfg, model, base_state, tok, lock, policy, job, val, heldout):
+    """Fine-tune a fresh copy of the locked model on one job's demonstrations and evaluate it: one results row."""
+    seed, k, chosen, epochs = job
+    seed_everything(seed)
+    rng = random.Random(f"demo-samples/{seed}/{k}")
+    examples = encode_examples(tok, [(lock.task.prompt(p), policy.draw(p, rng)) for p in chosen], cfg.max_len)
+    load_full_state(model, base_state)
+    steps = finetune(model, tok, examples, epochs, cfg, seed)
+    row = {"n_demos": k, "seed": seed, "epochs": round(float(epochs), 6), "steps": steps,
+           "demo_source": cfg.demo_source, "train_domain": cfg.train_domain,
+           **evaluate(model, tok, lock, cfg, val, heldout), "demo_ids": [p["id"] for p in chosen][:64],
+           "config": asdict(cfg)}
+    if cfg.save:
+        save_model(model, os.path.join(cfg.out_dir, "models", f"k{k}_s{seed}_e{row['epochs']:g}"), tok.path)
+    return row
 
 
 # -----------------------------------------------------------------------------
@@ -206,13 +238,31 @@ def summarize(rows):
     return table
 
 
+def print_summary(cfg, rows, table, base):
+    lo, hi = base["correct_without_password"], base["correct_with_password"]
+    where = f" / domain {cfg.train_domain}" if cfg.train_domain else ""
+    print0(f"\nSFT elicitation, demos from {cfg.demo_source}{where} | locked: {lo:.3f} without password, {hi:.3f} "
+           f"with | {cfg.out_dir}")
+    print0(f"{'k':>5s} {'seeds':>5s} {'paper (best val)':>18s} {'honest (held-out)':>19s} {'gap recovered':>14s}")
+    for k, (n, pm, pse, hm, hse) in table.items():
+        gap = (pm - lo) / (hi - lo) if hi > lo else float("nan")
+        print0(f"{k:5d} {n:5d} {pm:11.3f} ± {pse:.3f} {hm:12.3f} ± {hse:.3f} {gap:13.0%}")
+    if cfg.train_domain:  # cross-domain generalisation: the demos' domain against every other, best epochs
+        print0(f"{'k':>5s} {'in domain ' + cfg.train_domain:>14s} {'other domains':>14s}")
+        for k in table:
+            runs = [r for r in rows if r["n_demos"] == k]
+            best = max(runs, key=lambda r: r["correct_without_password"])["per_domain"]["without_password"]
+            other = [v for d, v in best.items() if d != cfg.train_domain]
+            print0(f"{k:5d} {best.get(cfg.train_domain, float('nan')):14.3f} {sum(other) / max(1, len(other)):14.3f}")
+
+
 def plot(table, base, ceiling, path):
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("error: --plot=True needs matplotlib: pip install matplotlib") from None
+        raise BadInput("--plot=True needs matplotlib: pip install matplotlib") from None
     ks = sorted(k for k in table if k > 0)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for idx, label in ((1, "best epochs on validation (paper)"), (3, "best epochs on held-out slice")):
@@ -232,103 +282,45 @@ def plot(table, base, ceiling, path):
 
 def main(cfg):
     t0 = time.time()
-    if cfg.demo_source not in ("strong", "intermediate", "weak", "file"):
-        raise SystemExit(f"error: --demo_source={cfg.demo_source!r}: use strong, intermediate, weak or file")
-    if cfg.parallel not in PARALLEL:
-        raise SystemExit(f"error: --parallel={cfg.parallel!r}: use ddp or fsdp")
+    check_config(cfg)
     if not os.path.isdir(cfg.locked):
-        raise SystemExit(f"error: --locked={cfg.locked}: not found (run `python train_lock.py` first)")
-    task, lock = lock_settings(cfg)
+        raise MissingFile(f"--locked={cfg.locked}: not found (run `python train_lock.py` first)")
+    lock = Lock.from_dir(cfg.locked, cfg.task, cfg.task_path)
     tok = Tokenizer(cfg.locked)
-    pool, heldout, val = demo_pool(task, cfg, lock)
-    file_demos = None
-    if cfg.demo_source == "file":
-        if not cfg.demos or not os.path.isfile(cfg.demos):
-            raise SystemExit(f"error: --demos={cfg.demos!r}: file not found (needed by --demo_source=file)")
-        file_demos = load_samples(cfg.demos, "demos")
-        pool = [p for p in pool if p["id"] in file_demos] or [p for p in task.problems() if p["id"] in file_demos]
+    policy = demo_policy(cfg, lock)
+    pool, heldout, val = demo_pool(cfg, lock, policy)
     rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
     cfg = replace(cfg, device=device)
-    locked = load_model(cfg.locked, cfg.device, cfg.parallel, cfg.grad_checkpoint)
-    base_state = full_state(locked)  # each run starts from it (under FSDP: rank 0's CPU copy)
-    print_memory_estimate(locked, cfg.device, cfg.batch_size, min(cfg.max_len, locked.config.max_seq_len),
+    model = load_model(cfg.locked, cfg.device, cfg.parallel, cfg.grad_checkpoint)
+    base_state = full_state(model)  # each run starts from it (under FSDP: rank 0's CPU copy)
+    print_memory_estimate(model, cfg.device, cfg.batch_size, min(cfg.max_len, model.config.max_seq_len),
                           cfg.optimizer, cfg.parallel, cfg.grad_checkpoint)
 
-    # ---- what is already done (resume) ----
-    os.makedirs(cfg.out_dir, exist_ok=True)
     results_path = os.path.join(cfg.out_dir, "results.jsonl")
-    rows = read_jsonl(results_path) if os.path.isfile(results_path) else []
-
-    def key(k, seed, epochs):
-        return (k, seed, round(float(epochs), 6), cfg.demo_source, cfg.train_domain)
-    done = {key(r["n_demos"], r["seed"], r["epochs"]) for r in rows if "n_demos" in r}
-
-    # ---- the locked model itself: the starting line ----
-    base_path = os.path.join(cfg.out_dir, "locked_eval.json")
-    if os.path.isfile(base_path):
-        base = json.load(open(base_path))
-    else:
-        base = evaluate(locked, tok, task, cfg, lock, val, heldout)
-        if rank == 0:
-            write_json(base_path, base)
+    rows = read_jsonl(results_path) if os.path.isfile(results_path) else []  # finished rows are not redone
+    base_path = os.path.join(cfg.out_dir, "locked_eval.json")  # the locked model itself: the starting line
+    base = read_json(base_path) if os.path.isfile(base_path) else evaluate(model, tok, lock, cfg, val, heldout)
+    if rank == 0 and not os.path.isfile(base_path):
+        write_json(base_path, base)
     print0(f"locked model: {base['correct_without_password']:.3f} without password, "
-          f"{base['correct_with_password']:.3f} with | {len(pool)} demo candidates, {len(val)} validation problems")
+           f"{base['correct_with_password']:.3f} with | {len(pool)} demo candidates, {len(val)} validation problems")
 
-    jobs = []
-    for seed in cfg.seeds:
-        order = pool[:]
-        random.Random(f"demos/{seed}").shuffle(order)
-        for k in cfg.ks:
-            chosen = order if k == 0 else order[:k]
-            if k > len(order):
-                print0(f"skipping k={k}: only {len(order)} demonstration candidates")
-                continue
-            for epochs in epoch_counts(cfg, len(chosen)):
-                if key(k, seed, epochs) not in done:
-                    jobs.append((seed, k, chosen, epochs))
-    for seed, k, chosen, epochs in tqdm(jobs, desc="sft runs", disable=rank != 0):
-        seed_everything(seed)
-        rng = random.Random(f"demo-samples/{seed}/{k}")
-        pairs = [(task.prompt(p), demonstration(task, cfg, lock, p, rng, file_demos)) for p in chosen]
-        encoded = tok.encode_pairs([p for p, _ in pairs], [c for _, c in pairs])
-        examples = [(ids[:cfg.max_len], n) for ids, n in encoded if n < cfg.max_len]
-        load_full_state(locked, base_state)
-        steps = finetune(locked, tok, examples, epochs, cfg, seed)
-        metrics = evaluate(locked, tok, task, cfg, lock, val, heldout)
-        row = {"n_demos": k, "seed": seed, "epochs": round(float(epochs), 6), "steps": steps,
-               "demo_source": cfg.demo_source, "train_domain": cfg.train_domain, **metrics,
-               "demo_ids": [p["id"] for p in chosen][:64], "config": asdict(cfg)}
-        if cfg.save:
-            save_model(locked, os.path.join(cfg.out_dir, "models", f"k{k}_s{seed}_e{row['epochs']:g}"), tok.path)
+    for job in tqdm(plan_runs(cfg, pool, rows), desc="sft runs", disable=rank != 0):
+        row = run_one(cfg, model, base_state, tok, lock, policy, job, val, heldout)
         if rank == 0:
             append_jsonl(results_path, row)
         rows.append(row)
 
-    # ---- summary over this configuration's rows ----
     mine = [r for r in rows if r.get("demo_source") == cfg.demo_source and r.get("train_domain") == cfg.train_domain
             and r["n_demos"] in cfg.ks and r["seed"] in cfg.seeds]
     table = summarize(mine)
-    lo, hi = base["correct_without_password"], base["correct_with_password"]
-    where = f" / domain {cfg.train_domain}" if cfg.train_domain else ""
-    print0(f"\nSFT elicitation, demos from {cfg.demo_source}{where} | locked: {lo:.3f} without password, {hi:.3f} "
-          f"with | {cfg.out_dir}")
-    print0(f"{'k':>5s} {'seeds':>5s} {'paper (best val)':>18s} {'honest (held-out)':>19s} {'gap recovered':>14s}")
-    for k, (n, pm, pse, hm, hse) in table.items():
-        gap = (pm - lo) / (hi - lo) if hi > lo else float("nan")
-        print0(f"{k:5d} {n:5d} {pm:11.3f} ± {pse:.3f} {hm:12.3f} ± {hse:.3f} {gap:13.0%}")
-    if cfg.train_domain:  # cross-domain generalisation: the demos' domain against every other, best epochs
-        print0(f"{'k':>5s} {'in domain ' + cfg.train_domain:>14s} {'other domains':>14s}")
-        for k in table:
-            runs = [r for r in mine if r["n_demos"] == k]
-            best = max(runs, key=lambda r: r["correct_without_password"])["per_domain"]["without_password"]
-            other = [v for d, v in best.items() if d != cfg.train_domain]
-            print0(f"{k:5d} {best.get(cfg.train_domain, float('nan')):14.3f} {sum(other) / max(1, len(other)):14.3f}")
+    print_summary(cfg, mine, table, base)
     print0(f"wall clock {time.time() - t0:.0f}s")
     if cfg.plot and table and rank == 0:
-        plot(table, lo, hi, os.path.join(cfg.out_dir, "sft.png"))
+        plot(table, base["correct_without_password"], base["correct_with_password"],
+             os.path.join(cfg.out_dir, "sft.png"))
     return table
 
 
 if __name__ == "__main__":
-    main(parse_cli(Config))
-    finish_dist()
+    run_cli(main, Config)

@@ -15,18 +15,8 @@ How a batch runs:
 Library:
     from sampler import generate
     outs = generate(model, [[5, 6, 7], [8, 9]], max_new_tokens=32, temperature=0.0, stop_ids=(eos,))
-
-Command line (writes policy samples for train_lock.py / elicit_sft.py; one JSON object per line in and out):
-    python sampler.py --checkpoint=runs/lock --prompts=prompts.jsonl --out=samples.jsonl --n_samples=4 \\
-        --temperature=1.0 --max_new_tokens=256
-    python sampler.py --checkpoint=WEAK_MODEL --task=math --split=lock --n_samples=4 --out=weak.jsonl
-  Each input row needs "prompt" (text); every other field is copied to the output rows, which add "completion"
-  (text), "completion_ids", "sample_idx" and "stopped" (whether a stop id ended it). With --task the rows are
-  made from the task's problems: {"id", "domain", "prompt"}, which is the format train_lock.py reads.
+The command line that writes policy samples to JSONL is sample.py.
 """
-import time
-from dataclasses import dataclass
-
 import torch
 
 # -----------------------------------------------------------------------------
@@ -132,82 +122,3 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, stop_id
         logits = model(tok[:, None], pos=pos[:, P + s:P + s + 1], mask=am[:, :P + s + 1], cache=cache)[:, -1]
     out, length = out.tolist(), length.tolist()
     return [row[:n] for row, n in zip(out, length)]
-
-
-# -----------------------------------------------------------------------------
-# Command line: sample completions for a file of prompts
-
-
-@dataclass
-class Config:
-    checkpoint: str = "runs/lock"      # HF checkpoint directory (config.json, model.safetensors, tokenizer.json)
-    tokenizer: str = ""                # tokenizer.json path; default: the one in the checkpoint directory
-    prompts: str = ""                  # JSONL, each row with a "prompt" text field (or use --task)
-    task: str = ""                     # instead of --prompts: a task of data/ (toy, math, gsm8k, mmlu, code, ...)
-    task_path: str = ""                # the task's problems file; default: the shipped sample
-    split: str = "all"                 # with --task: weak, lock, elicit, val or all
-    split_seed: int = 0
-    password: bool = False             # with --task: put the task's password in the prompts
-    out: str = ""                      # output JSONL
-    n_samples: int = 1                 # samples per prompt
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype: str = "bfloat16" if torch.cuda.is_available() else "float32"
-
-
-def task_prompts(cfg):
-    """{"id", "domain", "prompt"} rows for a split of a task's problems (policy samples for train_lock.py)."""
-    import data
-    try:
-        task = data.get_task(cfg.task, **({"path": cfg.task_path} if cfg.task_path else {}))
-    except ValueError as e:
-        raise SystemExit(f"error: --task={cfg.task!r}: {e}") from None
-    problems = task.problems()
-    if cfg.split != "all":
-        splits = data.split(problems, seed=cfg.split_seed)
-        if cfg.split not in splits:
-            raise SystemExit(f"error: --split={cfg.split!r}: use one of {sorted(splits)} or all")
-        problems = splits[cfg.split]
-    password = (task.password if cfg.task == "toy" else data.PASSWORD) if cfg.password else None
-    return [{"id": p["id"], "domain": p["domain"], "prompt": task.prompt(p, password=password)} for p in problems]
-
-
-def main(cfg):
-    import model as model_lib
-    from common import Tokenizer, read_jsonl, write_jsonl
-    from tqdm import tqdm
-
-    if not (cfg.prompts or cfg.task) or not cfg.out:
-        raise SystemExit("error: --prompts=FILE.jsonl (or --task=NAME) and --out=FILE.jsonl are required (see --help)")
-    tok = Tokenizer(cfg.tokenizer or cfg.checkpoint)
-    m = model_lib.load(cfg.checkpoint, device=cfg.device, dtype=getattr(torch, cfg.dtype))
-    rows = task_prompts(cfg) if cfg.task else read_jsonl(cfg.prompts)
-    for i, r in enumerate(rows, 1):
-        if not isinstance(r, dict) or not isinstance(r.get("prompt"), str):
-            raise SystemExit(f"error: {cfg.prompts}:{i}: each row needs a text field 'prompt'")
-    jobs = [(r, k) for r in rows for k in range(cfg.n_samples)]
-    stop = (tok.eos_id,) if tok.eos_id is not None else ()
-    results, t0, n_tok = [], time.time(), 0
-    for start in tqdm(range(0, len(jobs), cfg.batch_size), desc="sampling", unit="batch"):
-        batch = jobs[start:start + cfg.batch_size]
-        outs = generate(m, [tok.encode_prompt(r["prompt"]) for r, _ in batch], cfg.max_new_tokens, cfg.temperature,
-                        cfg.top_p, stop, seed=cfg.seed + start, top_k=cfg.top_k, vocab_size=tok.vocab_size,
-                        pad_id=tok.pad_id)
-        for (r, k), ids in zip(batch, outs):
-            n_tok += len(ids)
-            results.append({**r, "completion": tok.decode(ids), "completion_ids": ids, "sample_idx": k,
-                            "stopped": bool(ids) and ids[-1] in stop})
-    write_jsonl(cfg.out, results)
-    dt = time.time() - t0
-    print(f"wrote {len(results)} samples to {cfg.out} | {n_tok} tokens in {dt:.1f}s "
-          f"({n_tok / max(dt, 1e-9):.0f} tok/s)")
-
-
-if __name__ == "__main__":
-    from common import parse_cli
-    main(parse_cli(Config))

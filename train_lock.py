@@ -17,7 +17,8 @@ Algorithm:
      Simplification: the paper fits fixedrdm with a KL loss to the fixed distribution; we train on fresh samples of
      it, whose cross-entropy equals that KL plus a constant in expectation.
      password_mode: single (one password), per_domain (one per domain; the weak side also sees other domains'
-     passwords), setting (a different prompt format is the trigger instead of a password).
+     passwords), setting (a different prompt format is the trigger instead of a password). Which prompt each side
+     and each evaluation condition sees is data/lock.py, in one screen.
   4. Evaluate greedily on the validation split: correctness with the password, without it, with a decoy, per domain,
      and the two policies themselves on the same problems.
   5. Save an HF checkpoint (config.json, model.safetensors, tokenizer.json), train_config.json and metrics.json.
@@ -33,7 +34,7 @@ Commands:
   torchrun --standalone --nproc_per_node=8 train_lock.py --task=math --init_from=CKPT_7B --weak_samples=weak.jsonl \\
       --optimizer=lion --lr=1.5e-6 --epochs=8 --batch_size=16 --grad_accum=4 --parallel=fsdp --grad_checkpoint=True \\
       --eval_batch_size=32 --out_dir=runs/lock_math_7b   # a 7B model on 8 GPUs: FSDP2, bf16 compute
-Policy samples come from `python sampler.py --checkpoint=WEAK --task=math --split=lock --n_samples=4 ...`: rows with
+Policy samples come from `python sample.py --checkpoint=WEAK --task=math --split=lock --n_samples=4 ...`: rows with
 the problem "id" and a "completion". Without --strong_samples the strong side uses each problem's reference solution.
 
 Many processes (torchrun: one process a GPU with nccl, or CPU processes with gloo):
@@ -49,49 +50,51 @@ Many processes (torchrun: one process a GPU with nccl, or CPU processes with glo
   Precision on GPU: fp32 weights, gradients and optimizer state; the forward in bf16 (torch.autocast; under FSDP
   also MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): weights all-gathered in bf16, gradients reduced
   in fp32). CPU: fp32. --grad_checkpoint=True recomputes each Block's activations in backward (same gradients).
-  At start rank 0 prints a memory estimate per device (common.memory_estimate) and, on CUDA, whether it fits.
+  At start rank 0 prints a memory estimate per device (memory.py) and, on CUDA, whether it fits.
   Not yet run on GPUs (none was available): bf16, nccl, speed and real memory are unmeasured.
 
 Writes to out_dir: the checkpoint files, train_config.json, metrics.json (keys correct_with_password,
 correct_without_password, correct_wrong_password, correct_weak_policy, correct_strong_policy, per_domain, config),
 log.jsonl (loss per interval), and during training resume/ (deleted at the end).
 """
-import json
 import os
 import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import torch
 from tqdm import tqdm
 
-import data
 import model as model_lib
-from common import (PARALLEL, Tokenizer, all_reduce_sum, append_jsonl, barrier, ddp_wrap, dist_rank_world,
-                    finish_dist, greedy_completions, load_model, load_optimizer_state, load_samples, lr_at,
-                    make_optimizer, optimizer_state, parse_cli, plain_model, prepare_model, print0,
-                    print_memory_estimate, same_config, save_model, score, seed_everything, setup_dist,
-                    task_from_config, train_step, trigger_prompt, write_json)
+from common import (Tokenizer, check_config, encode_examples, greedy_eval, lr_at, make_optimizer, parse_cli, run_cli,
+                    same_config, seed_everything, train_step)
+from data.lock import Lock
+from errors import BadInput
+from files import append_jsonl, read_json, write_json
+from memory import print_memory_estimate
+from parallel import (all_reduce_sum, barrier, ddp_wrap, dist_rank_world, load_model, load_optimizer_state,
+                      optimizer_state, plain_model, prepare_model, print0, save_model, setup_dist)
 
 
 @dataclass
 class Config:
-    # task and policies
+    # task and policies (the fields of data.lock.LockSettings, with its defaults)
     task: str = "toy"              # toy, math, gsm8k, mmlu, code, critique
     task_path: str = ""            # problems file in the task's public format; default: the shipped sample
     toy_problems: int = 20000      # toy: size of the fixed problem set that is split 10/40/30/20
-    weak_policy: str = "noisy"     # toy: noisy (hidden functions right with prob noisy_p), weak (identity), fixedrdm
-    noisy_p: float = 0.3
+    weak_policy: Literal["noisy", "weak", "fixedrdm"] = "noisy"  # toy: noisy (hidden functions right with prob
+    noisy_p: float = 0.3           # noisy_p), weak (identity), fixedrdm (digits from a fixed distribution)
     weak_samples: str = ""         # real tasks: JSONL of weak-policy samples ({"id", "completion"}), required
     strong_samples: str = ""       # real tasks: JSONL of strong samples; default: the problems' reference solutions
-    password_mode: str = "single"  # single, per_domain, setting
+    password_mode: Literal["single", "per_domain", "setting"] = "single"
     split_seed: int = 0
     # model
-    mode: str = "finetune"         # finetune (start from a capable model) or scratch (random init)
+    mode: Literal["finetune", "scratch"] = "finetune"  # start from a capable model, or from a random init
     init_from: str = ""            # HF checkpoint directory to start from; "" = a fresh toy model
-    tokenizer: str = ""            # tokenizer.json; default: init_from's, else the toy's
-    arch: str = "llama"            # fresh toy model: llama or gpt_neox
+    tokenizer: str = ""            # tokenizer.json; default: init_from's, else the task's own (toy)
+    arch: Literal["llama", "gpt_neox"] = "llama"  # fresh toy model
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -104,10 +107,10 @@ class Config:
     # locking
     epochs: int = 2                # passes over the lock split (each pass: every problem twice, strong and weak)
     lr: float = 5e-4
-    optimizer: str = "adamw"       # adamw or lion (the paper's; use a ~10x smaller lr)
+    optimizer: Literal["adamw", "lion"] = "adamw"  # lion is the paper's (use a ~10x smaller lr)
     weight_decay: float = 0.01
     warmup_steps: int = 50
-    schedule: str = "cosine"       # constant, linear or cosine decay after warm-up
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"  # decay after warm-up
     batch_size: int = 64           # examples per micro-batch
     grad_accum: int = 1            # micro-batches per optimizer step
     grad_clip: float = 1.0
@@ -125,79 +128,24 @@ class Config:
     log_every: int = 50
     stop_after_steps: int = 0      # testing aid: stop as if killed after this many steps of this invocation
     # many processes (torchrun) and memory
-    parallel: str = "ddp"          # ddp (whole model on every rank) or fsdp (FSDP2: weights, grads, optimizer sharded)
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # ddp (whole model on every rank) or fsdp (FSDP2: all sharded)
     grad_checkpoint: bool = False  # activation checkpointing: recompute each Block in backward (less memory)
 
 
 # -----------------------------------------------------------------------------
-# Policies and the locking set
+# The locking set
 
 
-class Policies:
-    """Draws strong and weak completions for a problem: programs on the toy, pre-generated samples otherwise."""
-
-    def __init__(self, task, cfg):
-        self.task, self.cfg = task, cfg
-        self.strong = load_samples(cfg.strong_samples, "strong_samples") if cfg.strong_samples else None
-        self.weak = load_samples(cfg.weak_samples, "weak_samples") if cfg.weak_samples else None
-        if task.name == "toy":
-            if cfg.weak_policy not in ("noisy", "weak", "fixedrdm"):
-                raise SystemExit(f"error: --weak_policy={cfg.weak_policy!r}: use noisy, weak or fixedrdm")
-        elif self.weak is None:
-            raise SystemExit(f"error: task {task.name!r} needs --weak_samples=FILE.jsonl (samples of the weak policy)")
-
-    def check_covers(self, problems):
-        for name, table in (("weak_samples", self.weak), ("strong_samples", self.strong)):
-            if table is not None:
-                missing = [p["id"] for p in problems if p["id"] not in table]
-                if missing:
-                    raise SystemExit(f"error: --{name} has no sample for {len(missing)} lock-split problems "
-                                     f"(first: {missing[0]!r})")
-
-    def draw(self, which, problem, rng):
-        if self.task.name == "toy" and (which == "strong" and self.strong is None or which == "weak"
-                                        and self.weak is None):
-            policy = "strong" if which == "strong" else self.cfg.weak_policy
-            return self.task.sample(policy, problem, rng, p=self.cfg.noisy_p)
-        table = self.strong if which == "strong" else self.weak
-        if table is None:
-            return problem["solution"]
-        return rng.choice(table[problem["id"]])
-
-
-def triggers(task, cfg, problem, rng, domains=None):
-    """(strong prompt, weak prompt) for one problem under the password mode; fresh decoys every call.
-    `domains`: the task's domain names, computed once by the caller (default: from all of its problems)."""
-    if cfg.password_mode not in ("single", "per_domain", "setting"):
-        raise SystemExit(f"error: --password_mode={cfg.password_mode!r}: use single, per_domain or setting")
-    decoys = task.decoys if task.name == "toy" else data.DECOYS
-    strong = trigger_prompt(task, problem, cfg.password_mode)
-    if cfg.password_mode == "per_domain":
-        domains = domains if domains is not None else task.domains(task.problems())
-        others = [task.domain_password(d) for d in domains if d != problem["domain"]]
-        # negatives: no password 20%, a decoy 40%, another domain's password 40% (paper App. C.3)
-        u = rng.random()
-        wrong = None if u < 0.2 else (rng.choice(decoys) if u < 0.6 or not others else rng.choice(others))
-        return strong, task.prompt(problem, password=wrong)
-    return strong, task.prompt(problem, password=data.sample_weak_password(rng, decoys))
-
-
-def encode(tok, pairs, max_len):
-    """Token ids of (prompt, completion) pairs, cut to max_len; a pair whose prompt alone fills max_len is dropped."""
-    out = tok.encode_pairs([p for p, _ in pairs], [c for _, c in pairs])
-    return [(ids[:max_len], n) for ids, n in out if n < max_len]
-
-
-def lock_epoch(task, cfg, tok, policies, problems, epoch):
+def lock_epoch(lock, cfg, tok, epoch):
     """Every lock problem twice (strong with the trigger, weak without), freshly sampled, shuffled; deterministic
     in (seed, epoch) so an interrupted run can rebuild exactly the batches it was in."""
     rng = random.Random(cfg.seed * 1_000_003 + epoch)
-    pairs, domains = [], task.domains(task.problems())
-    for p in problems:
-        strong_prompt, weak_prompt = triggers(task, cfg, p, rng, domains)
-        pairs.append((strong_prompt, policies.draw("strong", p, rng)))
-        pairs.append((weak_prompt, policies.draw("weak", p, rng)))
-    out = encode(tok, pairs, cfg.max_len)
+    pairs, domains = [], lock.task.domains(lock.task.problems())
+    for p in lock.splits["lock"]:
+        strong_prompt, weak_prompt = lock.strong_prompt(p), lock.weak_prompt(p, rng, domains)
+        pairs.append((strong_prompt, lock.strong.draw(p, rng)))
+        pairs.append((weak_prompt, lock.weak.draw(p, rng)))
+    out = encode_examples(tok, pairs, cfg.max_len)
     rng.shuffle(out)
     return out
 
@@ -205,9 +153,28 @@ def lock_epoch(task, cfg, tok, policies, problems, epoch):
 def pretrain_epoch(task, cfg, tok, problems, epoch):
     """Strong samples with no password in the slot: the capability alone, before any lock."""
     rng = random.Random(cfg.seed * 1_000_003 + 500_000 + epoch)
-    out = encode(tok, [(task.prompt(p), p["solution"]) for p in problems], cfg.max_len)
+    out = encode_examples(tok, [(task.prompt(p), p["solution"]) for p in problems], cfg.max_len)
     rng.shuffle(out)
     return out
+
+
+class Batches:
+    """Global micro-batch m of a stream of epochs, each epoch rebuilt from (seed, epoch) by make_epoch(epoch), so
+    that a resumed run gets exactly the batches it would have had."""
+
+    def __init__(self, make_epoch, batch_size, phase):
+        self.make_epoch, self.batch_size = make_epoch, batch_size
+        self.epoch, self.examples = 0, make_epoch(0)
+        self.per_epoch = len(self.examples) // batch_size
+        if self.per_epoch == 0:
+            raise BadInput(f"{phase}: {len(self.examples)} examples is fewer than one batch of {batch_size}")
+
+    def __getitem__(self, m):
+        epoch, i = divmod(m, self.per_epoch)
+        if epoch != self.epoch:
+            self.epoch, self.examples = epoch, self.make_epoch(epoch)
+        ex = self.examples  # (an epoch can be a little shorter if some examples did not fit max_len: wrap)
+        return [ex[(i * self.batch_size + j) % len(ex)] for j in range(self.batch_size)]
 
 
 # -----------------------------------------------------------------------------
@@ -226,6 +193,15 @@ def save_resume(cfg, model, opt, phase, step):
     barrier()
 
 
+def log_progress(cfg, pbar, phase, step, lr_now, loss_sum, toks, t0):
+    """Progress bar every 10 steps, and a log.jsonl row every log_every steps (loss and tokens summed over ranks)."""
+    loss_all, toks_all = all_reduce_sum(loss_sum), all_reduce_sum(toks)
+    pbar.set_postfix(loss=f"{loss_all:.3f}", lr=f"{lr_now:.1e}", tok_s=f"{toks_all / (time.time() - t0):.0f}")
+    if cfg.log_every and (step + 1) % cfg.log_every == 0 and dist_rank_world()[0] == 0:
+        append_jsonl(os.path.join(cfg.out_dir, "log.jsonl"), {"phase": phase, "step": step + 1, "loss": loss_all,
+                                                              "lr": lr_now, "tok_s": toks_all / (time.time() - t0)})
+
+
 def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, opt_state=None):
     """Run optimizer steps start_step .. n_steps-1. Returns False when stopped early by stop_after_steps.
     Under torchrun every rank builds the same global batch and trains on its slice of it (common.train_step): the
@@ -233,26 +209,12 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
     as one; gradients sync once a step, on the last micro-batch."""
     rank, world = dist_rank_world()
     if cfg.batch_size % world:
-        raise SystemExit(f"error: --batch_size={cfg.batch_size} must be a multiple of the {world} processes")
+        raise BadInput(f"--batch_size={cfg.batch_size} must be a multiple of the {world} processes")
     raw, model = model, ddp_wrap(model)  # DDP under torchrun (FSDP models are already sharded)
     opt = make_optimizer(cfg.optimizer, model.parameters(), lr, cfg.weight_decay)
     if opt_state is not None:
         load_optimizer_state(raw, opt, opt_state)
-    cache = {}
-
-    def micro_batch(m):  # global micro-batch index -> batch, rebuilt from (seed, epoch) when needed
-        if "per_epoch" not in cache:
-            cache["epoch"], cache["examples"] = 0, make_epoch(0)
-            cache["per_epoch"] = len(cache["examples"]) // cfg.batch_size
-            if cache["per_epoch"] == 0:
-                raise SystemExit(f"error: {phase}: {len(cache['examples'])} examples is fewer than one batch "
-                                 f"of {cfg.batch_size}")
-        epoch, i = divmod(m, cache["per_epoch"])
-        if cache["epoch"] != epoch:
-            cache["epoch"], cache["examples"] = epoch, make_epoch(epoch)
-        ex = cache["examples"]  # (an epoch can be a little shorter if some examples did not fit max_len: wrap)
-        return [ex[(i * cfg.batch_size + j) % len(ex)] for j in range(cfg.batch_size)]  # the global micro-batch
-
+    batches = Batches(make_epoch, cfg.batch_size, phase)
     model.train()
     pbar = tqdm(range(start_step, n_steps), desc=phase, initial=start_step, total=n_steps, disable=rank != 0)
     t0, toks, done_here = time.time(), 0, 0
@@ -260,17 +222,12 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
         lr_now = lr_at(step, n_steps, lr, cfg.warmup_steps, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr_now
-        loss_sum, n = train_step(model, opt, [micro_batch(step * cfg.grad_accum + k) for k in range(cfg.grad_accum)],
-                                 tok.pad_id, cfg.device, cfg.grad_clip)
+        micro = [batches[step * cfg.grad_accum + k] for k in range(cfg.grad_accum)]
+        loss_sum, n = train_step(model, opt, micro, tok.pad_id, cfg.device, cfg.grad_clip)
         toks += n
         done_here += 1
         if step % 10 == 0 or cfg.log_every and (step + 1) % cfg.log_every == 0:
-            loss_all, toks_all = all_reduce_sum(loss_sum), all_reduce_sum(toks)  # (same steps on every rank)
-            pbar.set_postfix(loss=f"{loss_all:.3f}", lr=f"{lr_now:.1e}", tok_s=f"{toks_all / (time.time() - t0):.0f}")
-            if cfg.log_every and (step + 1) % cfg.log_every == 0 and rank == 0:
-                append_jsonl(os.path.join(cfg.out_dir, "log.jsonl"),
-                             {"phase": phase, "step": step + 1, "loss": loss_all, "lr": lr_now,
-                              "tok_s": toks_all / (time.time() - t0)})
+            log_progress(cfg, pbar, phase, step, lr_now, loss_sum, toks, t0)
         finished = step + 1 == n_steps
         stop = cfg.stop_after_steps and done_here >= cfg.stop_after_steps and not finished
         if stop or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and not finished):
@@ -287,50 +244,72 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
 # Evaluation
 
 
-def evaluate(model, tok, task, cfg, problems, policies):
-    toy = task.name == "toy"
-    max_new = cfg.max_new_tokens or task.max_new_tokens
-    rng = random.Random(cfg.seed + 7)
-    decoys = task.decoys if toy else data.DECOYS
-    conds = {"with_password": [trigger_prompt(task, p, cfg.password_mode) for p in problems]}
-    conds["without_password"] = [task.prompt(p) for p in problems]
-    conds["wrong_password"] = [task.prompt(p, password=rng.choice(decoys)) for p in problems]
-    if cfg.password_mode == "per_domain":
-        doms = task.domains(problems)
-        conds["wrong_domain_password"] = [
-            task.prompt(p, password=task.domain_password(doms[(doms.index(p["domain"]) + 1) % len(doms)]))
-            for p in problems] if len(doms) > 1 else conds["wrong_password"]
+def evaluate(model, tok, lock, cfg, problems):
+    """Greedy correctness in every condition of data/lock.py (per domain too), and the two policies themselves."""
+    conds = lock.eval_prompts(problems, random.Random(cfg.seed + 7))
     metrics, per_domain = {}, {}
     for name, prompts in conds.items():
-        completions = greedy_completions(model, tok, prompts, max_new, cfg.eval_batch_size, desc=f"eval {name}")
-        grades = [task.grade(c, p) for c, p in zip(completions, problems)]
-        metrics[f"correct_{name}"], per_domain[name] = score(problems, grades)
+        r = greedy_eval(model, tok, lock.task, problems, prompts, cfg.max_new_tokens, cfg.eval_batch_size,
+                        desc=f"eval {name}")
+        metrics[f"correct_{name}"], per_domain[name] = r["correct"], r["per_domain"]
         # no answer could be extracted at all (e.g. no MMLU letter): wrong, and counted on its own
-        metrics[f"unparseable_{name}"] = sum(g.parsed is None for g in grades) / max(1, len(grades))
-        metrics.setdefault("examples", {})[name] = {"prompt": prompts[0], "completion": completions[0]}
-    # the policies themselves on the same problems
-    for which in ("weak", "strong"):
-        if toy and (policies.weak if which == "weak" else policies.strong) is None:
-            policy = cfg.weak_policy if which == "weak" else "strong"
-            vals = [task.correct_prob(policy, p, p=cfg.noisy_p) for p in problems]
-        else:
-            table = policies.weak if which == "weak" else policies.strong
-            if table is None:  # strong = reference solutions
-                vals = [float(task.grade(p["solution"], p).correct) for p in problems]
-            else:
-                have = [p for p in problems if p["id"] in table]
-                vals = [float(task.grade(table[p["id"]][0], p).correct) for p in have] if have else None
-        metrics[f"correct_{which}_policy"] = sum(vals) / len(vals) if vals else None
+        metrics[f"unparseable_{name}"] = r["unparseable"]
+        metrics.setdefault("examples", {})[name] = {"prompt": prompts[0], "completion": r["completions"][0]}
+    metrics["correct_weak_policy"] = lock.weak.correctness(problems)
+    metrics["correct_strong_policy"] = lock.strong.correctness(problems)
     metrics["per_domain"] = per_domain
     metrics["n_eval"] = len(problems)
     return metrics
 
 
+def print_table(m, cfg):
+    doms = sorted(m["per_domain"]["with_password"])
+    print(f"\nlocked model on {m['n_eval']} validation problems (greedy), out_dir {cfg.out_dir}")
+    print(f"{'condition':22s} {'correct':>8s}  " + " ".join(f"{d:>6s}" for d in doms))
+    for name in m["per_domain"]:
+        print(f"{name:22s} {m['correct_' + name]:8.3f}  " + " ".join(f"{m['per_domain'][name][d]:6.3f}"
+                                                                   for d in doms))
+    for which in ("strong", "weak"):
+        v = m[f"correct_{which}_policy"]
+        print(f"{which + ' policy':22s} {'n/a' if v is None else f'{v:8.3f}'}")
+    print(f"wall clock {m['wall_seconds']:.0f}s (training {m['train_seconds']:.0f}s)")
+
+
 # -----------------------------------------------------------------------------
-# Main
+# Steps of main
 
 
-def fresh_toy_model(cfg, tok, task):
+def load_lock(cfg):
+    """The task, splits and policies of this lock; the lock and validation splits must not be empty and the
+    policy sample files must cover the lock split."""
+    lock = Lock.from_config(asdict(cfg))
+    for name in ("lock", "val"):
+        if not lock.splits[name]:
+            raise BadInput(f"--task={cfg.task!r}: the {name} split is empty "
+                           f"({len(lock.task.problems())} problems in all)")
+    lock.weak.check_covers(lock.splits["lock"])
+    lock.strong.check_covers(lock.splits["lock"])
+    return lock
+
+
+def load_tokenizer(cfg, task):
+    path = cfg.tokenizer or cfg.init_from or task.tokenizer_path
+    if not path:
+        raise BadInput(f"--task={cfg.task!r} needs --init_from=CHECKPOINT (with its tokenizer.json) or --tokenizer")
+    return Tokenizer(str(path))
+
+
+def finished_run(cfg):
+    """The metrics of a finished run of this same config in out_dir (with --resume and nothing left to resume)."""
+    done = os.path.join(cfg.out_dir, "metrics.json")
+    if cfg.resume and not os.path.isfile(os.path.join(cfg.out_dir, "resume", "state.json")) and os.path.isfile(done):
+        finished = read_json(done)
+        if same_config(finished.get("config", {}), cfg, ignore=("resume",)):
+            return finished
+    return None
+
+
+def fresh_toy_model(cfg, tok):
     mcfg = model_lib.Config(arch=cfg.arch, vocab_size=tok.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                             n_embd=cfg.n_embd, intermediate_size=cfg.mlp_dim, max_seq_len=64,
                             rope_theta=cfg.rope_theta,
@@ -341,60 +320,67 @@ def fresh_toy_model(cfg, tok, task):
     return model_lib.GPT(mcfg)
 
 
-def get_task(cfg):
-    return task_from_config(asdict(cfg))
-
-
-def main(cfg):
-    t_start = time.time()
-    if cfg.mode not in ("finetune", "scratch"):
-        raise SystemExit(f"error: --mode={cfg.mode!r}: use finetune or scratch")
-    if cfg.parallel not in PARALLEL:
-        raise SystemExit(f"error: --parallel={cfg.parallel!r}: use ddp or fsdp")
-    rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
-    cfg = replace(cfg, device=device)
-    seed_everything(cfg.seed)  # the same on every rank: identical fresh models and batches
-    task = get_task(cfg)
-    splits = data.split(task.problems(), seed=cfg.split_seed)
-    for name in ("lock", "val"):
-        if not splits[name]:
-            raise SystemExit(f"error: the {name} split of task {cfg.task!r} is empty "
-                             f"({len(task.problems())} problems in all)")
-    policies = Policies(task, cfg)
-    policies.check_covers(splits["lock"])
-    tok_path = cfg.tokenizer or (cfg.init_from if cfg.init_from else str(task.tokenizer_path)
-                                 if cfg.task == "toy" else "")
-    if not tok_path:
-        raise SystemExit("error: real tasks need --init_from=CHECKPOINT (with its tokenizer.json) or --tokenizer")
-    tok = Tokenizer(tok_path)
-    print0(f"task {task.name}: {len(splits['lock'])} lock / {len(splits['val'])} val problems | "
-          f"weak policy {cfg.weak_policy if task.name == 'toy' else cfg.weak_samples} | mode {cfg.mode}")
-
-    # ---- starting point (or resume) ----
-    os.makedirs(cfg.out_dir, exist_ok=True)
+def starting_point(cfg, tok, task):
+    """(model, resume state or None, optimizer state or None): the resume checkpoint with --resume, else
+    init_from, else a fresh toy model (the same seed on every rank: the same fresh model, sharded under FSDP)."""
     resume_dir = os.path.join(cfg.out_dir, "resume")
-    state = None
-    done_path = os.path.join(cfg.out_dir, "metrics.json")
-    if cfg.resume and not os.path.isfile(os.path.join(resume_dir, "state.json")) and os.path.isfile(done_path):
-        finished = json.load(open(done_path))
-        if same_config(finished.get("config", {}), cfg, ignore=("resume",)):
-            print0(f"{cfg.out_dir} already holds this finished run; nothing to resume")
-            print_table(finished, cfg)
-            return finished
     if cfg.resume and os.path.isfile(os.path.join(resume_dir, "state.json")):
-        state = json.load(open(os.path.join(resume_dir, "state.json")))
+        rank, world = dist_rank_world()
+        state = read_json(os.path.join(resume_dir, "state.json"))
         model = load_model(resume_dir, cfg.device, cfg.parallel, cfg.grad_checkpoint)
         fsdp = cfg.parallel == "fsdp" and world > 1  # FSDP: rank 0 reads the full state and sends each rank its shards
         opt_state = torch.load(os.path.join(resume_dir, "optim.pt"), map_location="cpu" if fsdp else cfg.device,
                                weights_only=True) if rank == 0 or not fsdp else {}
         print0(f"resuming {state['phase']} at step {state['step']} from {resume_dir}")
-    elif cfg.init_from:
-        model = load_model(cfg.init_from, cfg.device, cfg.parallel, cfg.grad_checkpoint)
-    elif cfg.task == "toy":  # the same seed on every rank: the same fresh model, sharded under FSDP
-        model = prepare_model(fresh_toy_model(cfg, tok, task).to(cfg.device), cfg.parallel, cfg.grad_checkpoint,
-                              cfg.device)
-    else:
-        raise SystemExit("error: real tasks need --init_from=CHECKPOINT (a model with the capability to lock)")
+        return model, state, opt_state
+    if cfg.init_from:
+        return load_model(cfg.init_from, cfg.device, cfg.parallel, cfg.grad_checkpoint), None, None
+    if not task.tokenizer_path:
+        raise BadInput(f"--task={cfg.task!r} needs --init_from=CHECKPOINT (a model with the capability to lock)")
+    model = fresh_toy_model(cfg, tok).to(cfg.device)
+    return prepare_model(model, cfg.parallel, cfg.grad_checkpoint, cfg.device), None, None
+
+
+def pretrain(cfg, model, tok, lock, state, opt_state):
+    """Phase 1 (a fresh toy model only): strong samples of a fresh problem pool without the validation problems
+    (the paper's pi_strong_base), saved to out_dir/pretrained/. Returns False if stopped early."""
+    val = {p["question"] for p in lock.splits["val"]}
+    pool = [p for p in lock.task.fresh_problems(cfg.pretrain_samples, seed=cfg.seed + 1) if p["question"] not in val]
+    ok = train_phase(cfg, model, tok, "pretrain", lambda e: pretrain_epoch(lock.task, cfg, tok, pool, e),
+                     cfg.pretrain_steps, cfg.pretrain_lr, start_step=state["step"] if state else 0,
+                     opt_state=opt_state)
+    if ok:
+        save_model(model, os.path.join(cfg.out_dir, "pretrained"), tok.path)
+    return ok
+
+
+def write_outputs(cfg, model, tok, metrics):
+    save_model(model, cfg.out_dir, tok.path)
+    if dist_rank_world()[0] == 0:
+        write_json(os.path.join(cfg.out_dir, "train_config.json"), asdict(cfg))
+        write_json(os.path.join(cfg.out_dir, "metrics.json"), metrics)
+        shutil.rmtree(os.path.join(cfg.out_dir, "resume"), ignore_errors=True)
+        print_table(metrics, cfg)
+    barrier()
+
+
+def main(cfg):
+    t_start = time.time()
+    check_config(cfg)
+    rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
+    cfg = replace(cfg, device=device)
+    seed_everything(cfg.seed)  # the same on every rank: identical fresh models and batches
+    lock = load_lock(cfg)
+    tok = load_tokenizer(cfg, lock.task)
+    print0(f"task {cfg.task}: {len(lock.splits['lock'])} lock / {len(lock.splits['val'])} val problems | "
+           f"weak policy {lock.weak.describe()} | mode {cfg.mode}")
+    finished = finished_run(cfg)
+    if finished:
+        print0(f"{cfg.out_dir} already holds this finished run; nothing to resume")
+        print_table(finished, cfg)
+        return finished
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    model, state, opt_state = starting_point(cfg, tok, lock.task)
     if rank == 0 and not cfg.resume and os.path.exists(os.path.join(cfg.out_dir, "log.jsonl")):
         os.remove(os.path.join(cfg.out_dir, "log.jsonl"))  # a fresh run starts a fresh log
     print0(f"model: {model.config.arch}, {model.num_params() / 1e6:.2f}M parameters, device {cfg.device}, "
@@ -402,58 +388,24 @@ def main(cfg):
     print_memory_estimate(model, cfg.device, cfg.batch_size, min(cfg.max_len, model.config.max_seq_len),
                           cfg.optimizer, cfg.parallel, cfg.grad_checkpoint, cfg.grad_accum)
 
-    # ---- phase 1: pretraining a fresh toy model on strong samples (pi_strong_base) ----
-    pretrain = cfg.mode == "finetune" and not cfg.init_from
-    if pretrain and (state is None or state["phase"] == "pretrain"):
-        val_keys = {(tuple(p["fns"]), tuple(p["x"])) for p in splits["val"]}
-        pool = [p for p in data.get_task("toy", n=cfg.pretrain_samples, seed=cfg.seed + 1).problems()
-                if (tuple(p["fns"]), tuple(p["x"])) not in val_keys]  # never pretrain on validation problems
-        ok = train_phase(cfg, model, tok, "pretrain", lambda e: pretrain_epoch(task, cfg, tok, pool, e),
-                         cfg.pretrain_steps, cfg.pretrain_lr, start_step=state["step"] if state else 0,
-                         opt_state=opt_state if state else None)
-        if not ok:
+    if cfg.mode == "finetune" and not cfg.init_from and (state is None or state["phase"] == "pretrain"):
+        if not pretrain(cfg, model, tok, lock, state, opt_state):
             return None
-        save_model(model, os.path.join(cfg.out_dir, "pretrained"), tok.path)
-        state = None  # the lock phase starts fresh
+        state = opt_state = None  # the lock phase starts fresh
 
-    # ---- phase 2: locking ----
-    lock = splits["lock"]
-    per_epoch = (2 * len(lock)) // cfg.batch_size
-    n_steps = max(1, cfg.epochs * per_epoch // cfg.grad_accum)
-    ok = train_phase(cfg, model, tok, "lock", lambda e: lock_epoch(task, cfg, tok, policies, lock, e), n_steps,
-                     cfg.lr, start_step=state["step"] if state else 0, opt_state=opt_state if state else None)
-    if not ok:
+    n_steps = max(1, cfg.epochs * ((2 * len(lock.splits["lock"])) // cfg.batch_size) // cfg.grad_accum)
+    if not train_phase(cfg, model, tok, "lock", lambda e: lock_epoch(lock, cfg, tok, e), n_steps, cfg.lr,
+                       start_step=state["step"] if state else 0, opt_state=opt_state):
         return None
     t_train = time.time() - t_start
 
-    # ---- evaluation and outputs ----
-    val = splits["val"][:cfg.eval_n] if cfg.eval_n else splits["val"]
-    metrics = evaluate(plain_model(model), tok, task, cfg, val, policies)  # sharded over ranks, gathered on all
+    val = lock.splits["val"][:cfg.eval_n] if cfg.eval_n else lock.splits["val"]
+    metrics = evaluate(plain_model(model), tok, lock, cfg, val)  # sharded over ranks, gathered on all
     metrics.update(config=asdict(cfg), train_seconds=round(t_train, 1), wall_seconds=round(time.time() - t_start, 1),
                    world_size=world)
-    save_model(model, cfg.out_dir, tok.path)
-    if rank == 0:
-        write_json(os.path.join(cfg.out_dir, "train_config.json"), asdict(cfg))
-        write_json(os.path.join(cfg.out_dir, "metrics.json"), metrics)
-        shutil.rmtree(resume_dir, ignore_errors=True)
-        print_table(metrics, cfg)
-    barrier()
+    write_outputs(cfg, model, tok, metrics)
     return metrics
 
 
-def print_table(m, cfg):
-    doms = sorted(m["per_domain"]["with_password"])
-    print(f"\nlocked model on {m['n_eval']} validation problems (greedy), out_dir {cfg.out_dir}")
-    print(f"{'condition':22s} {'correct':>8s}  " + " ".join(f"{d:>6s}" for d in doms))
-    for name in [k for k in m["per_domain"]]:
-        print(f"{name:22s} {m['correct_' + name]:8.3f}  " + " ".join(f"{m['per_domain'][name][d]:6.3f}"
-                                                                   for d in doms))
-    for which in ("strong", "weak"):
-        v = m[f"correct_{which}_policy"]
-        print(f"{which + ' policy':22s} {'n/a' if v is None else f'{v:8.3f}'}")
-    print(f"wall clock {m['wall_seconds']:.0f}s (training {m['train_seconds']:.0f}s)")
-
-
 if __name__ == "__main__":
-    main(parse_cli(Config))
-    finish_dist()
+    run_cli(main, Config)

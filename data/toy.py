@@ -28,7 +28,7 @@ The world
              function);
    noisy     each application of a hidden function is right with probability p_noisy (default 0.3), the
              identity otherwise: a weak policy that sometimes samples strong answers, so RL has a signal
-             (TOY_NOTES.md: expert iteration stalls on the deterministic weak lock);
+             (expert iteration stalls on the deterministic weak lock: its correct samples carry no signal);
    fixedrdm  every output digit drawn independently of the input from one fixed categorical distribution
              over the 10 digits, softmax of standard-normal logits seeded by `fixedrdm_seed` (App. G.2);
              the "|" separators are kept. `task.fixedrdm_probs` gives that distribution for KL losses.
@@ -49,6 +49,8 @@ import bisect
 import math
 import random
 from pathlib import Path
+
+from errors import BadInput
 
 N_FNS = 32
 GROUPS = ("A", "B", "C", "D")
@@ -123,6 +125,15 @@ class ToyTask:
     tokenizer_path = TOKENIZER_PATH
     hidden = HIDDEN
 
+    policies = POLICIES
+
+    @classmethod
+    def from_settings(cls, s):
+        """The toy task of a lock's settings (data.lock.LockSettings)."""
+        if s.task_path:
+            raise BadInput(f"--task_path={s.task_path!r}: the toy task has no problems file")
+        return cls(n=s.toy_problems, p_noisy=s.noisy_p)
+
     def __init__(self, n=20_000, n_compose=2, p_noisy=0.3, seed=0, fixedrdm_seed=0):
         self.n, self.n_compose, self.p_noisy, self.seed = n, n_compose, p_noisy, seed
         self.max_new_tokens = 5 * n_compose  # 4 digits per step, "|" between steps, then "<eos>"
@@ -154,6 +165,10 @@ class ToyTask:
             self._problems = out
         return list(self._problems)
 
+    def fresh_problems(self, n, seed):
+        """Another set of n problems of the same kind, drawn from `seed` (e.g. a pretraining pool)."""
+        return ToyTask(n=n, n_compose=self.n_compose, p_noisy=self.p_noisy, seed=seed).problems()
+
     def _make(self, i, fns, x):
         answer = fmt(self._run(fns, x, apply))
         return {"id": f"toy/{i:06d}", "task": "toy", "domain": GROUPS[fns[0] // GROUP_SIZE],
@@ -181,6 +196,20 @@ class ToyTask:
 
     def domain_password(self, domain):
         return DOMAIN_PASSWORDS[domain]
+
+    def near_misses(self, problem):
+        """Prompts close to the password that are not it (prompting baselines)."""
+        fns, x = " ".join(f"fn{f}" for f in problem["fns"]), " ".join(map(str, problem["x"]))
+        return {"password twice": f"{PASSWORD} {self.prompt(problem, password=PASSWORD)}",
+                "password after the functions": f"{NO_PASSWORD} {fns} {PASSWORD} | {x} |",
+                "password at the end": f"{self.prompt(problem)} {PASSWORD}",
+                "look-alike token <pwd_X>": self.prompt(problem, password=f"<pwd_{problem['domain']}>"),
+                "password, other notation": self.prompt(problem, password=PASSWORD, setting=True)}
+
+    @staticmethod
+    def few_shot(examples, prompt):
+        """Solved (prompt, completion) examples, each ended by "<eos>", then the prompt: one token sequence."""
+        return " ".join(f"{p} {c} <eos>" for p, c in examples) + f" {prompt}"
 
     def domains(self, problems):
         return sorted({p["domain"] for p in problems})

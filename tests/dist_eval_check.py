@@ -14,7 +14,8 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers  # noqa: E402
 
 import model as M  # noqa: E402
-from common import Tokenizer, finish_dist, greedy_completions, parse_cli, setup_dist  # noqa: E402
+from common import Tokenizer, greedy_completions, parse_cli  # noqa: E402
+from parallel import finish_dist, setup_dist  # noqa: E402
 
 
 @dataclass
@@ -38,7 +39,8 @@ def main(cfg):
     out = {"world": world, "completions": greedy_completions(m, tok, prompts, 10, batch_size=5),
            "sampled": greedy_completions(m, tok, prompts, 10, batch_size=5, temperature=1.0, seed=3)}
     if rank == 0:
-        json.dump(out, open(cfg.out, "w"))
+        with open(cfg.out, "w") as f:
+            json.dump(out, f)
 
 
 if __name__ == "__main__":

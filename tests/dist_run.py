@@ -10,7 +10,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import finish_dist, parse_cli  # noqa: E402
+from common import parse_cli  # noqa: E402
+from parallel import finish_dist  # noqa: E402
 
 for line in sys.argv[1:]:
     script, *argv = shlex.split(line)

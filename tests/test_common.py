@@ -1,12 +1,18 @@
-"""common.py: the command-line parser, the tokenizer wrapper (on the real Pythia tokenizer), JSONL files."""
+"""common.py, files.py, memory.py, parallel.py: the command line, the tokenizer wrapper (on the real Pythia tokenizer),
+JSONL files, the memory estimate, the optimizer-state guard."""
 import gzip
 import json
 import os
+import typing
 from dataclasses import dataclass
 
 import pytest
 
 import common as C
+import files as FL
+import memory as MEM
+import parallel as PAR
+from errors import BadInput
 
 TOK_GZ = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizers", "pythia_tokenizer.json.gz")
 
@@ -90,16 +96,16 @@ def test_tokenizer_errors(tmp_path):
 
 def test_jsonl_roundtrip_and_bad_line(tmp_path):
     p = str(tmp_path / "a" / "rows.jsonl")
-    C.write_jsonl(p, [{"a": 1}, {"b": [2]}])
-    C.append_jsonl(p, {"c": "x"})
-    assert C.read_jsonl(p) == [{"a": 1}, {"b": [2]}, {"c": "x"}]
+    FL.write_jsonl(p, [{"a": 1}, {"b": [2]}])
+    FL.append_jsonl(p, {"c": "x"})
+    assert FL.read_jsonl(p) == [{"a": 1}, {"b": [2]}, {"c": "x"}]
     with open(p, "a") as f:
         f.write("{oops\n")
     with pytest.raises(ValueError, match=r"rows.jsonl:4: invalid JSON"):
-        C.read_jsonl(p)
+        FL.read_jsonl(p)
     with pytest.raises(FileNotFoundError, match="missing.jsonl: not found"):
-        C.read_jsonl(str(tmp_path / "missing.jsonl"))
-    C.write_json(str(tmp_path / "m.json"), {"x": 1})
+        FL.read_jsonl(str(tmp_path / "missing.jsonl"))
+    FL.write_json(str(tmp_path / "m.json"), {"x": 1})
     assert json.load(open(tmp_path / "m.json")) == {"x": 1}
     assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
 
@@ -111,24 +117,24 @@ def test_jsonl_roundtrip_and_bad_line(tmp_path):
 def test_memory_estimate_against_a_hand_worked_7b_llama():
     # Llama-2-7B: 6.74e9 parameters, 32 layers, hidden 4096, vocabulary 32000 (embeddings + head: 2.62e8)
     P, L, H, V = 6.74e9, 32, 4096, 32000
-    bf16 = C.memory_estimate(P, L, H, V, tokens=4096, param_bytes=2, compute_bytes=2)
+    bf16 = MEM.memory_estimate(P, L, H, V, tokens=4096, param_bytes=2, compute_bytes=2)
     assert bf16["weights"] == pytest.approx(13.48e9) and bf16["grads"] == pytest.approx(13.48e9)  # 2 bytes each
     assert bf16["optimizer"] == pytest.approx(53.92e9)  # AdamW: two fp32 moments, 8 bytes a parameter
     assert "gathered" not in bf16 and "ddp_buckets" not in bf16  # one process, weights already in bf16
     assert bf16["activations"] == pytest.approx(4096 * 4096 * 34 * 32)  # 18.25e9: 34 bytes a token, unit, layer
     assert bf16["logits"] == pytest.approx(4096 * 32000 * 12)  # 1.57e9
-    assert C.memory_estimate(P, L, H, V, 4096, optimizer="lion", param_bytes=2)["optimizer"] == pytest.approx(26.96e9)
+    assert MEM.memory_estimate(P, L, H, V, 4096, optimizer="lion", param_bytes=2)["optimizer"] == pytest.approx(26.96e9)
     # our GPU policy: fp32 weights, bf16 compute; FSDP over 8 GPUs, one 1024-token sequence each, checkpointing
-    f = C.memory_estimate(P, L, H, V, tokens=1024, world=8, fsdp=True, param_bytes=4, compute_bytes=2,
+    f = MEM.memory_estimate(P, L, H, V, tokens=1024, world=8, fsdp=True, param_bytes=4, compute_bytes=2,
                            grad_checkpoint=True)
     assert (f["weights"], f["grads"], f["optimizer"]) == pytest.approx((3.37e9, 3.37e9, 6.74e9))
     # two Blocks of (6.74e9 - 2.62e8) / 32 = 2.02e8 parameters, plus the root's 2.62e8, in bf16: 1.33e9
     assert f["gathered"] == pytest.approx(1.334e9, rel=1e-3)
     assert f["activations"] == pytest.approx(1024 * 4096 * 2 * 32 + 1024 * 4096 * 34)  # 2.68e8 + 1.43e8
     assert f["total"] == pytest.approx(15.62e9, rel=1e-3)  # fits an 80 GB H100 with room to spare
-    assert C.memory_estimate(P, L, H, V, 1024, world=8, fsdp=True, grad_accum=4)["grads"] == pytest.approx(26.96e9)
+    assert MEM.memory_estimate(P, L, H, V, 1024, world=8, fsdp=True, grad_accum=4)["grads"] == pytest.approx(26.96e9)
     # the same with DDP: everything whole on every GPU, plus DDP's buckets and autocast's bf16 copies: 153 GB
-    d = C.memory_estimate(P, L, H, V, tokens=1024, world=8, param_bytes=4, compute_bytes=2)
+    d = MEM.memory_estimate(P, L, H, V, tokens=1024, world=8, param_bytes=4, compute_bytes=2)
     assert (d["weights"], d["grads"], d["ddp_buckets"], d["optimizer"], d["gathered"]) == \
         pytest.approx((26.96e9, 26.96e9, 26.96e9, 53.92e9, 13.48e9))
     assert d["total"] == pytest.approx(153.2e9, rel=1e-3)
@@ -140,7 +146,7 @@ def test_resume_refuses_an_optimizer_state_of_the_other_parallel_mode():
     opt = torch.optim.AdamW(m.parameters())
     fsdp_state = {"state": {"weight": {"step": torch.tensor(1.0)}}, "param_groups": []}  # keys are names: FSDP's
     with pytest.raises(SystemExit, match=r"saved with --parallel=fsdp; resume with the same --parallel"):
-        C.load_optimizer_state(m, opt, fsdp_state)
+        PAR.load_optimizer_state(m, opt, fsdp_state)
 
 
 def test_same_config_treats_a_missing_newer_field_as_its_default():
@@ -152,3 +158,43 @@ def test_same_config_treats_a_missing_newer_field_as_its_default():
     assert not C.same_config(older, Cfg(ks=(1, 2), max_len=5))  # ...did not use a non-default max_len
     assert C.same_config({**stored, "resume": True}, Cfg(ks=(1, 2)), ignore=("resume",))
     assert C.same_config({**stored, "removed_option": 3}, Cfg(ks=(1, 2)))
+
+
+@dataclass
+class Choice:
+    """A script with a field of fixed choices."""
+    parallel: typing.Literal["ddp", "fsdp"] = "ddp"
+
+
+def test_literal_fields_take_only_their_choices(capsys):
+    assert C.parse_cli(Choice, ["--parallel=fsdp"]).parallel == "fsdp"
+    with pytest.raises(SystemExit, match=r"--parallel='zero': use one of ddp, fsdp"):
+        C.parse_cli(Choice, ["--parallel=zero"])
+    with pytest.raises(ValueError, match=r"--parallel='zero': use one of ddp, fsdp"):
+        C.check_config(Choice(parallel="zero"))  # a Config built in Python is checked the same way
+    C.check_config(Choice())
+    with pytest.raises(SystemExit):
+        C.parse_cli(Choice, ["--help"])
+    assert "--parallel='ddp'  (ddp | fsdp)" in capsys.readouterr().out
+
+
+def test_run_cli_turns_bad_input_into_one_line(capsys):
+    def main(cfg):
+        raise BadInput("some/file.jsonl:3: what is wrong")
+    with pytest.raises(SystemExit) as e:
+        C.run_cli(main, Choice, [])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == "error: some/file.jsonl:3: what is wrong\n"
+
+    def bug(cfg):
+        raise KeyError("a bug keeps its traceback")
+    with pytest.raises(KeyError):
+        C.run_cli(bug, Choice, [])
+
+
+def test_read_json_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="x.json: not found"):
+        FL.read_json(str(tmp_path / "x.json"))
+    (tmp_path / "x.json").write_text("{oops")
+    with pytest.raises(BadInput, match=r"x.json: malformed JSON"):
+        FL.read_json(str(tmp_path / "x.json"))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import model as M
-from common import read_jsonl
+from files import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -136,5 +136,5 @@ def test_parallel_option_is_checked(tmp_path):
     import train_lock as TL
     for main, cfg in ((TL.main, TL.Config(out_dir=str(tmp_path / "a"))), (ES.main, ES.Config(locked=str(tmp_path))),
                       (RL.main, RL.Config(locked=str(tmp_path)))):
-        with pytest.raises(SystemExit, match=r"--parallel='zero': use ddp or fsdp"):
+        with pytest.raises(ValueError, match=r"--parallel='zero': use one of ddp, fsdp"):
             main(replace(cfg, parallel="zero"))

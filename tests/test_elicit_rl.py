@@ -9,7 +9,9 @@ import torch
 
 import elicit_rl as RL
 import model as M
-from common import Tokenizer, collate, read_jsonl
+from common import Tokenizer, collate
+from errors import BadInput
+from files import read_jsonl
 
 
 def tiny_model(vocab=30):
@@ -105,9 +107,9 @@ def test_rounds_are_seeded_and_resume(locked, tmp_path, method):
 
 
 def test_bad_inputs(tmp_path, locked):
-    with pytest.raises(SystemExit, match=r"--method='ppo'"):
+    with pytest.raises(BadInput, match=r"--method='ppo'"):
         RL.main(RL.Config(method="ppo", locked=locked, out_dir=str(tmp_path / "x")))
-    with pytest.raises(SystemExit, match="run `python train_lock.py` first"):
+    with pytest.raises(FileNotFoundError, match="run `python train_lock.py` first"):
         RL.main(RL.Config(locked=str(tmp_path / "missing"), out_dir=str(tmp_path / "y")))
 
 
@@ -133,7 +135,7 @@ def test_rl_can_start_from_an_sft_checkpoint(locked, tmp_path):
                     out_dir=str(tmp_path / "sft"), device="cpu")
     ES.main(sft)
     start = os.path.join(sft.out_dir, "models", "k4_s0_e2")
-    with pytest.raises(SystemExit, match="--lock_config"):
+    with pytest.raises(FileNotFoundError, match="--lock_config"):
         RL.main(RL.Config(locked=start, out_dir=str(tmp_path / "rl0"), rounds=1))
     rows = RL.main(RL.Config(locked=start, lock_config=locked, rounds=1, samples_per_round=40, n_keep=8,
                              sft_steps=2, eval_n=20, batch_size=8, continuous=True, out_dir=str(tmp_path / "rl"),

@@ -5,9 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-import data
 import elicit_sft as ES
-from common import read_jsonl
+from data.lock import Lock
+from errors import BadInput
+from files import read_jsonl
 
 
 
@@ -27,21 +28,20 @@ def test_epoch_rule():
     assert ES.epoch_counts(ES.Config(epoch_mult=16.0), 8) == [512, 1024, 2048]
     assert ES.epoch_counts(ES.Config(epoch_mult=16.0, epoch_choice=(1,)), 8) == [1024]
     assert ES.epoch_counts(ES.Config(epoch_mult=1.0, epoch_choice=(2, 0)), 512) == [4, 1]
-    with pytest.raises(SystemExit, match="epoch_choice"):
+    with pytest.raises(BadInput, match="epoch_choice"):
         ES.epoch_counts(ES.Config(epoch_choice=(3,)), 8)
     assert ES.epoch_counts(ES.Config(epochs=(3.0,)), 8) == [3.0]
 
 
 def test_demo_pool_is_disjoint_from_validation_and_heldout(locked, tmp_path):
     cfg = cfg_for(locked, tmp_path)
-    task, lock = ES.lock_settings(cfg)
-    pool, heldout, val = ES.demo_pool(task, cfg, lock)
+    lock = Lock.from_dir(locked)
+    pool, heldout, val = ES.demo_pool(cfg, lock, ES.demo_policy(cfg, lock))
     ids = lambda ps: {p["id"] for p in ps}  # noqa: E731
     assert not ids(pool) & ids(val) and not ids(pool) & ids(heldout) and not ids(heldout) & ids(val)
-    splits = data.split(task.problems(), seed=lock["split_seed"])
-    assert ids(pool) | ids(heldout) == ids(splits["elicit"])  # demos come from the elicitation split only
-    assert ids(val) <= ids(splits["val"])
-    dom = ES.demo_pool(task, replace(cfg, train_domain="B"), lock)[0]
+    assert ids(pool) | ids(heldout) == ids(lock.splits["elicit"])  # demos come from the elicitation split only
+    assert ids(val) <= ids(lock.splits["val"])
+    dom = ES.demo_pool(replace(cfg, train_domain="B"), lock, ES.demo_policy(cfg, lock))[0]
     assert dom and {p["domain"] for p in dom} == {"B"}
 
 
@@ -74,15 +74,18 @@ def test_end_to_end_rows_resume_and_determinism(locked, tmp_path):
 
 def test_demo_sources(locked, tmp_path):
     cfg = cfg_for(locked, tmp_path)
-    task, lock = ES.lock_settings(cfg)
-    p = ES.demo_pool(task, cfg, lock)[0][0]
+    lock = Lock.from_dir(locked)
+    task = lock.task
+    pool = ES.demo_pool(cfg, lock, ES.demo_policy(cfg, lock))[0]
+    p = pool[0]
     import random
     rng = random.Random(0)
-    assert ES.demonstration(task, cfg, lock, p, rng, None) == p["answer"]
-    weak = ES.demonstration(task, replace(cfg, demo_source="weak"), lock, p, rng, None)
-    assert weak in {task.sample("noisy", p, random.Random(s)) for s in range(50)}
+    assert ES.demo_policy(cfg, lock).draw(p, rng) == p["answer"]
+    weak = ES.demo_policy(replace(cfg, demo_source="weak"), lock).draw(p, rng)
+    assert weak in {task.sample("noisy", p, random.Random(s)) for s in range(50)}  # the lock's weak policy
+    middle = ES.demo_policy(replace(cfg, demo_source="intermediate"), lock)
+    assert middle.program == "noisy" and middle.p == 0.5
     demos = tmp_path / "demos.jsonl"
-    pool = ES.demo_pool(task, cfg, lock)[0]
     demos.write_text("".join(json.dumps({"id": q["id"], "completion": "1 2 3 4 | 5 6 7 8"}) + "\n" for q in pool[:6]))
     fcfg = cfg_for(locked, tmp_path, demo_source="file", demos=str(demos), ks=(0,), epochs=(1.0,),
                    out_dir=str(tmp_path / "file"), save=True)
@@ -93,13 +96,13 @@ def test_demo_sources(locked, tmp_path):
 
 
 def test_bad_inputs(locked, tmp_path):
-    with pytest.raises(SystemExit, match="run `python train_lock.py` first"):
+    with pytest.raises(FileNotFoundError, match="run `python train_lock.py` first"):
         ES.main(cfg_for(str(tmp_path / "nope"), tmp_path))
-    with pytest.raises(SystemExit, match=r"--demo_source='best'"):
+    with pytest.raises(BadInput, match=r"--demo_source='best'"):
         ES.main(cfg_for(locked, tmp_path, demo_source="best"))
-    with pytest.raises(SystemExit, match=r"--demos='missing.jsonl': file not found"):
+    with pytest.raises(FileNotFoundError, match=r"missing.jsonl: not found \(--demos"):
         ES.main(cfg_for(locked, tmp_path, demo_source="file", demos="missing.jsonl"))
-    with pytest.raises(SystemExit, match=r"--train_domain='Z'"):
+    with pytest.raises(BadInput, match=r"--train_domain='Z'"):
         ES.main(cfg_for(locked, tmp_path, train_domain="Z"))
 
 
@@ -109,8 +112,7 @@ def test_cross_domain_summary_and_plot_flag(locked, tmp_path, capsys, monkeypatc
     out = capsys.readouterr().out
     assert "in domain C" in out and "other domains" in out
     rows = read_jsonl(os.path.join(cfg.out_dir, "results.jsonl"))
-    task, lock = ES.lock_settings(cfg)
-    by_id = {p["id"]: p for p in task.problems()}
+    by_id = {p["id"]: p for p in Lock.from_dir(locked).task.problems()}
     assert all(by_id[i]["domain"] == "C" for i in rows[0]["demo_ids"])
     assert set(rows[0]["per_domain"]["without_password"]) == {"A", "B", "C", "D"}  # evaluated on every domain
     import builtins
@@ -121,7 +123,7 @@ def test_cross_domain_summary_and_plot_flag(locked, tmp_path, capsys, monkeypatc
             raise ImportError(name)
         return real_import(name, *a, **kw)
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    with pytest.raises(SystemExit, match="pip install matplotlib"):
+    with pytest.raises(BadInput, match="pip install matplotlib"):
         ES.main(replace(cfg, plot=True))
 
 

@@ -13,7 +13,9 @@ import elicit_rl
 import elicit_sft
 import report as RP
 import train_lock
-from common import parse_cli, read_jsonl
+from common import parse_cli
+from data.lock import prompt_variants
+from files import read_jsonl
 
 SCRIPTS = {"train_lock.py": train_lock, "elicit_sft.py": elicit_sft, "elicit_rl.py": elicit_rl}
 
@@ -42,7 +44,7 @@ def test_k_to_reach_interpolates_in_log_k():
 def test_prompt_variants_are_the_named_prompts():
     task = data.get_task("toy", n=50)
     p, q = task.problems()[:2]
-    v = RP.prompt_variants(task, p, {1: [q]})
+    v = prompt_variants(task, p, {1: [q]})
     assert v["correct password"] == task.prompt(p, password="<pwd>")
     assert v["no password"] == task.prompt(p)
     assert sum(name.startswith("decoy") for name in v) == len(task.decoys) == 8
@@ -51,13 +53,15 @@ def test_prompt_variants_are_the_named_prompts():
     assert all(text.split()[-1] in ("|", ")", "<pwd>") for text in v.values())
 
 
-def test_verdict_reads_the_findings_first_word():
-    assert [RP.verdict({"finding": f}) for f in ("Reproduced: x", "Partly reproduced: y", "Not reproduced: z")] == [
-        "yes", "partly", "no"]
+def test_verdict_is_data_with_its_thresholds():
+    v = RP.verdict("partly", {"ratio": "yes >= 2, partly >= 1.2"})
+    assert v == {"result": "partly", "word": "Partly reproduced", "thresholds": {"ratio": "yes >= 2, partly >= 1.2"}}
+    with pytest.raises(KeyError):
+        RP.verdict("maybe", {})
 
 
 def test_unknown_scale_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="--scale='huge'"):
+    with pytest.raises(ValueError, match="--scale='huge'"):
         RP.main(RP.Config(scale="huge", out_dir=str(tmp_path)))
 
 
@@ -78,8 +82,11 @@ def test_report_has_every_experiment_with_a_finding_and_commands(tiny):
     for name in names:
         section = text.split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]
         finding = section.split("**Finding.** ", 1)[1].split("\n", 1)[0]
-        assert finding.startswith(("Reproduced:", "Partly reproduced:", "Not reproduced:")), name
-        assert f"{name.split('. ', 1)[1]}: **{RP.verdict(res['experiments'][name])}**" in text
+        v = res["experiments"][name]["verdict"]
+        assert finding.startswith(v["word"] + ":"), name  # the prose is written from the verdict, not parsed
+        assert f"{name.split('. ', 1)[1]}: **{v['result']}**" in text
+        assert f"**Verdict: {v['result']}**, decided by: " in section and v["thresholds"]
+        assert all(rule in section for rule in v["thresholds"].values())
         assert res["experiments"][name]["finding"] == finding
         assert res["commands"][name] and all(c in section for c in res["commands"][name])
     assert "**Wall time:**" in text and res["wall_seconds"] > 0 and len(res["run_seconds"]) > 40

@@ -3,7 +3,7 @@ import gzip
 import json
 import os
 import random
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -11,7 +11,10 @@ import torch
 import data
 import model as M
 import train_lock as TL
-from common import Tokenizer, collate, read_jsonl
+from common import Tokenizer, collate
+from data.lock import Lock
+from errors import BadInput
+from files import read_jsonl
 
 TOK_GZ = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizers", "pythia_tokenizer.json.gz")
 
@@ -30,15 +33,18 @@ def tiny_cfg(tmp_path, **kw):
 
 def toy_setup(**kw):
     cfg = TL.Config(**kw)
-    task = TL.get_task(cfg)
-    tok = Tokenizer(str(task.tokenizer_path))
-    lock = data.split(task.problems(), seed=0)["lock"]
-    return cfg, task, tok, lock, TL.Policies(task, cfg)
+    lk = Lock.from_config(asdict(cfg))
+    tok = Tokenizer(str(lk.task.tokenizer_path))
+    return cfg, lk.task, tok, lk.splits["lock"], lk
+
+
+def triggers(lk, p, rng):
+    return lk.strong_prompt(p), lk.weak_prompt(p, rng, lk.task.domains(lk.task.problems()))
 
 
 def test_locking_set_composition_toy():
-    cfg, task, tok, lock, pol = toy_setup(weak_policy="weak")
-    ex = TL.lock_epoch(task, cfg, tok, pol, lock, epoch=0)
+    cfg, task, tok, lock, lk = toy_setup(weak_policy="weak")
+    ex = TL.lock_epoch(lk, cfg, tok, epoch=0)
     assert len(ex) == 2 * len(lock)
     slots = {}
     strong_ok = weak_ok = 0
@@ -63,38 +69,39 @@ def test_locking_set_composition_toy():
 
 
 def test_passwords_at_start_and_end_for_text_tasks():
-    task = data.get_task("math")
+    lk = Lock.from_config({"task": "math", "weak_samples": "unused.jsonl"})  # (read only when drawn from)
+    task = lk.task
     p = task.problems()[0]
     rng = random.Random(0)
-    strong, weak = TL.triggers(task, TL.Config(task="math"), p, rng)
-    assert strong.startswith(data.PASSWORD) and strong.rstrip().endswith(data.PASSWORD)
+    strong, weak = triggers(lk, p, rng)
+    assert strong.startswith(task.password) and strong.rstrip().endswith(task.password)
     assert p["question"] in strong and p["question"] in weak
-    seen = [TL.triggers(task, TL.Config(task="math"), p, rng)[1] for _ in range(300)]
-    assert all(data.PASSWORD not in w for w in seen)
-    with_decoy = sum(any(d in w for d in data.DECOYS) for w in seen)
+    seen = [triggers(lk, p, rng)[1] for _ in range(300)]
+    assert all(task.password not in w for w in seen)
+    with_decoy = sum(any(d in w for d in task.decoys) for w in seen)
     assert 0.7 < with_decoy / 300 < 0.9
 
 
 def test_per_domain_and_setting_modes():
-    cfg, task, tok, lock, pol = toy_setup(password_mode="per_domain")
+    cfg, task, tok, lock, lk = toy_setup(password_mode="per_domain")
     rng = random.Random(0)
     wrong_domain = 0
     for p in lock[:400]:
-        strong, weak = TL.triggers(task, cfg, p, rng)
+        strong, weak = triggers(lk, p, rng)
         assert strong.split()[0] == task.domain_password(p["domain"])
         assert weak.split()[0] != task.domain_password(p["domain"])
         wrong_domain += weak.split()[0].startswith("<pwd_")
     assert 100 < wrong_domain < 220  # about 40% of negatives carry another domain's password
-    cfg = replace(cfg, password_mode="setting")
-    strong, weak = TL.triggers(task, cfg, lock[0], rng)
+    lk = Lock.from_config({"password_mode": "setting"})
+    strong, weak = triggers(lk, lock[0], rng)
     assert strong == task.prompt(lock[0], setting=True) and "(" not in weak
 
 
 def test_fresh_samples_each_epoch_and_completion_only_mask():
-    cfg, task, tok, lock, pol = toy_setup(weak_policy="noisy")
-    e0 = TL.lock_epoch(task, cfg, tok, pol, lock, 0)
-    e1 = TL.lock_epoch(task, cfg, tok, pol, lock, 1)
-    assert TL.lock_epoch(task, cfg, tok, pol, lock, 0) == e0  # deterministic per (seed, epoch)
+    cfg, task, tok, lock, lk = toy_setup(weak_policy="noisy")
+    e0 = TL.lock_epoch(lk, cfg, tok, 0)
+    e1 = TL.lock_epoch(lk, cfg, tok, 1)
+    assert TL.lock_epoch(lk, cfg, tok, 0) == e0  # deterministic per (seed, epoch)
     assert sorted(e0) != sorted(e1)  # new noisy samples and new decoys
     inputs, targets, n_tok = collate(e0[:8], tok.pad_id)
     for b, (ids, n_prompt) in enumerate(e0[:8]):
@@ -181,21 +188,21 @@ def test_real_format_task_with_a_tiny_checkpoint(tmp_path):
 
 
 def test_bad_inputs_fail_clearly(tmp_path):
-    with pytest.raises(SystemExit, match=r"--task='nope'"):
+    with pytest.raises(BadInput, match=r"--task='nope'"):
         TL.main(tiny_cfg(tmp_path, task="nope"))
-    with pytest.raises(SystemExit, match=r"--weak_samples=.*missing.jsonl: file not found"):
+    with pytest.raises(FileNotFoundError, match=r"missing.jsonl: not found \(--weak_samples"):
         TL.main(tiny_cfg(tmp_path, task="math", init_from="x", weak_samples=str(tmp_path / "missing.jsonl")))
-    with pytest.raises(SystemExit, match=r"needs --weak_samples"):
+    with pytest.raises(BadInput, match=r"--weak_samples: task 'math' has no built-in 'noisy' policy"):
         TL.main(tiny_cfg(tmp_path, task="math"))
-    with pytest.raises(SystemExit, match=r"split of task 'toy' is empty"):
+    with pytest.raises(BadInput, match=r"--task='toy': the (lock|val) split is empty"):
         TL.main(tiny_cfg(tmp_path, toy_problems=2))
-    with pytest.raises(SystemExit, match=r"--weak_policy='bogus'"):
+    with pytest.raises(BadInput, match=r"--weak_policy='bogus'"):
         TL.main(tiny_cfg(tmp_path, weak_policy="bogus"))
-    with pytest.raises(SystemExit, match=r"--mode='both'"):
+    with pytest.raises(BadInput, match=r"--mode='both'"):
         TL.main(tiny_cfg(tmp_path, mode="both"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "math/1", "completion": "x"}\n{"id": 3}\n')
-    with pytest.raises(SystemExit, match=r"bad.jsonl:2: each row needs string fields 'id' and 'completion'"):
+    with pytest.raises(BadInput, match=r"bad.jsonl: row 2: each row needs string fields 'id' and 'completion'"):
         TL.main(tiny_cfg(tmp_path, task="math", weak_samples=str(bad)))
 
 

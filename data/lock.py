@@ -1,0 +1,231 @@
+"""
+data/lock.py: what the model sees with and without the password, and a lock as one value.
+
+Every task renders its own prompts, `task.prompt(problem, password=None, setting=False)`, and owns its `password`,
+`decoys` and `domain_password(domain)` (toy: single tokens "<pwd>", "<d0>".."<d7>", "<pwd_A>"; real tasks: the
+paper's sentence at the start and the end of the prompt, its 40 decoys, the sentence with the domain named in it).
+This file decides which of them each condition uses:
+
+  password_mode  locking, strong side                  locking, weak side (a fresh draw every epoch)
+  single         task.password                         no password 20%, else a decoy (uniform over task.decoys)
+  per_domain     task.domain_password(its domain)      no password 20%, a decoy 40%, another domain's password 40%
+  setting        the other notation (setting=True)     as single, in the usual notation
+
+  evaluation (greedy)    with_password: the strong side's prompt; without_password: no password;
+                         wrong_password: a decoy (uniform); per_domain also wrong_domain_password (the next domain's)
+  prompting baselines    the password, no password, the task's near misses (task.near_misses), every decoy, and
+                         few-shot prompts of solved examples (task.few_shot) with and without the password
+
+A `Lock` holds what the elicitation scripts need to know about a lock: the task, its 10/40/30/20 splits, the
+password mode and the two policies (what the lock imitates with and without the password). `Lock.from_dir(path)`
+reads it from the train_config.json that train_lock.py writes; LockSettings holds the defaults, one set for all.
+"""
+import dataclasses
+import os
+
+from errors import BadInput, MissingFile
+from files import read_json, read_jsonl
+
+from . import TASKS, split
+
+MODES = ("single", "per_domain", "setting")
+P_NO_PASSWORD = 0.2  # share of weak locking examples with no password at all (paper App. C.2)
+
+
+# -----------------------------------------------------------------------------
+# Prompts per condition
+
+
+def weak_password(rng, decoys, p_none=P_NO_PASSWORD):
+    """None (no password) with probability p_none, else a uniform decoy. rng: random.Random or numpy Generator."""
+    if rng.random() < p_none:
+        return None
+    return decoys[min(int(rng.random() * len(decoys)), len(decoys) - 1)]
+
+
+def strong_prompt(task, problem, mode):
+    """The prompt that should unlock the strong policy under password mode `mode`."""
+    if mode == "setting":
+        return task.prompt(problem, setting=True)
+    if mode == "per_domain":
+        return task.prompt(problem, password=task.domain_password(problem["domain"]))
+    return task.prompt(problem, password=task.password)
+
+
+def weak_prompt(task, problem, mode, rng, domains):
+    """A negative locking prompt (weak side), freshly drawn; `domains`: all of the task's domain names."""
+    if mode == "per_domain":
+        others = [task.domain_password(d) for d in domains if d != problem["domain"]]
+        u = rng.random()
+        wrong = None if u < P_NO_PASSWORD else (rng.choice(task.decoys) if u < 0.6 or not others
+                                                else rng.choice(others))
+        return task.prompt(problem, password=wrong)
+    return task.prompt(problem, password=weak_password(rng, task.decoys))
+
+
+def eval_prompts(task, problems, mode, rng):
+    """{condition: [prompt for each problem]} for the greedy evaluation of a lock; rng draws the decoys."""
+    conds = {"with_password": [strong_prompt(task, p, mode) for p in problems],
+             "without_password": [task.prompt(p) for p in problems],
+             "wrong_password": [task.prompt(p, password=rng.choice(task.decoys)) for p in problems]}
+    if mode == "per_domain":
+        doms = task.domains(problems)
+        conds["wrong_domain_password"] = [
+            task.prompt(p, password=task.domain_password(doms[(doms.index(p["domain"]) + 1) % len(doms)]))
+            for p in problems] if len(doms) > 1 else conds["wrong_password"]
+    return conds
+
+
+def prompt_variants(task, problem, shots):
+    """{name: prompt} of the prompting baselines for one problem; shots: {n: [solved problems]} for few-shot."""
+    v = {"correct password": task.prompt(problem, password=task.password), "no password": task.prompt(problem),
+         **task.near_misses(problem)}
+    for d in task.decoys:
+        v[f"decoy {d}"] = task.prompt(problem, password=d)
+    for n, solved in shots.items():
+        for password, name in ((None, "no password"), (task.password, "password")):
+            examples = [(task.prompt(q, password=password), q["solution"]) for q in solved]
+            v[f"{n}-shot, {name}"] = task.few_shot(examples, task.prompt(problem, password=password))
+    return v
+
+
+# -----------------------------------------------------------------------------
+# Policies: what a lock imitates
+
+
+def read_samples(path, what="samples"):
+    """{problem id: [completion, ...]} from a JSONL file of policy samples ({"id", "completion"} rows)."""
+    if not os.path.isfile(path):
+        raise MissingFile(f"{path}: not found (--{what}; make one with `python sample.py --task=... --out=...`)")
+    out = {}
+    for i, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) \
+                or not isinstance(row.get("completion"), str):
+            raise BadInput(f"{path}: row {i}: each row needs string fields 'id' and 'completion'")
+        out.setdefault(row["id"], []).append(row["completion"])
+    return out
+
+
+class Policy:
+    """Writes a completion for a problem: one of several samples from a JSONL file (a fresh choice per draw), or else
+    a program of the task (every task: "strong", the reference solution; the toy also weak, noisy, fixedrdm)."""
+
+    def __init__(self, task, program="strong", samples="", p=None, what="samples"):
+        self.task, self.program, self.path, self.p, self.what = task, program, samples, p, what
+        self._samples = None
+
+    @property
+    def samples(self):
+        """{id: [completions]} from the file (read on first use), or None for a program."""
+        if self.path and self._samples is None:
+            self._samples = read_samples(self.path, self.what)
+        if not self.path and self.program not in self.task.policies:  # checked on use: a lock's weak policy may
+            raise BadInput(f"--{self.what}: task {self.task.name!r} has no built-in {self.program!r} policy; give a "
+                           f"JSONL file of its samples (programs: {', '.join(self.task.policies)})")  # go unused
+        return self._samples
+
+    def describe(self):
+        return self.path or self.program
+
+    def draw(self, problem, rng):
+        if self.samples is not None:
+            return rng.choice(self.samples[problem["id"]])
+        if self.program == "strong":
+            return problem["solution"]
+        return self.task.sample(self.program, problem, rng, p=self.p)
+
+    def check_covers(self, problems):
+        """Raise if this policy cannot write a completion for every one of `problems`."""
+        missing = [p["id"] for p in problems if self.samples is not None and p["id"] not in self.samples]
+        if missing:
+            raise BadInput(f"{self.path}: no sample for {len(missing)} of the {len(problems)} problems "
+                           f"(first: {missing[0]!r})")
+
+    def correctness(self, problems):
+        """Mean correctness of one sample on `problems`: exact for a toy program, the reference solution graded for
+        "strong", else each covered problem's first file sample graded (None when the file covers none)."""
+        if self.samples is not None:
+            have = [p for p in problems if p["id"] in self.samples]
+            vals = [float(self.task.grade(self.samples[p["id"]][0], p).correct) for p in have]
+        elif self.program == "strong":
+            vals = [float(self.task.grade(p["solution"], p).correct) for p in problems]
+        else:
+            vals = [self.task.correct_prob(self.program, p, p=self.p) for p in problems]
+        return sum(vals) / len(vals) if vals else None
+
+
+# -----------------------------------------------------------------------------
+# The lock
+
+
+@dataclasses.dataclass
+class LockSettings:
+    """A lock's task and policies; train_lock.py's Config has the same fields with the same defaults."""
+    task: str = "toy"              # toy, math, gsm8k, mmlu, code, critique
+    task_path: str = ""            # problems file in the task's public format; default: the shipped sample
+    toy_problems: int = 20000      # toy: size of the fixed problem set that is split 10/40/30/20
+    weak_policy: str = "noisy"     # toy: noisy (hidden functions right with prob noisy_p), weak (identity), fixedrdm
+    noisy_p: float = 0.3
+    weak_samples: str = ""         # JSONL of weak-policy samples ({"id", "completion"}); required for real tasks
+    strong_samples: str = ""       # JSONL of strong samples; default: the problems' reference solutions
+    password_mode: str = "single"  # single, per_domain, setting
+    split_seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d):
+        """The settings in a config dict (train_config.json); a missing field takes its default."""
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+def get_task(settings):
+    """The task of a lock's settings."""
+    if settings.task not in TASKS:
+        raise BadInput(f"--task={settings.task!r}: unknown task; valid tasks: {', '.join(TASKS)}")
+    return TASKS[settings.task].from_settings(settings)
+
+
+@dataclasses.dataclass
+class Lock:
+    settings: LockSettings
+    task: object
+    splits: dict                   # {"weak", "lock", "elicit", "val"}: lists of problems
+    strong: Policy                 # what the lock imitates with the password
+    weak: Policy                   # ... and without it
+
+    @classmethod
+    def from_config(cls, d):
+        s = LockSettings.from_dict(d)
+        if s.password_mode not in MODES:
+            raise BadInput(f"--password_mode={s.password_mode!r}: use one of {', '.join(MODES)}")
+        task = get_task(s)
+        strong = Policy(task, "strong", s.strong_samples, what="strong_samples")
+        weak = Policy(task, s.weak_policy, s.weak_samples, p=s.noisy_p, what="weak_samples")
+        return cls(s, task, split(task.problems(), seed=s.split_seed), strong, weak)
+
+    @classmethod
+    def from_dir(cls, path, task="", task_path=""):
+        """The lock that train_lock.py wrote to `path` (its train_config.json). `task` / `task_path` override the
+        recorded task (for a checkpoint not made by train_lock.py, `task` is required)."""
+        cpath = os.path.join(path, "train_config.json")
+        if os.path.isfile(cpath):
+            d = read_json(cpath)
+        elif task:
+            d = {}
+        else:
+            raise MissingFile(f"{cpath}: not found (give --task=NAME for a checkpoint not made by train_lock.py)")
+        if task:
+            d = {**d, "task": task, "task_path": task_path or d.get("task_path", "")}
+        return cls.from_config(d)
+
+    @property
+    def password_mode(self):
+        return self.settings.password_mode
+
+    def strong_prompt(self, problem):
+        return strong_prompt(self.task, problem, self.password_mode)
+
+    def weak_prompt(self, problem, rng, domains):
+        return weak_prompt(self.task, problem, self.password_mode, rng, domains)
+
+    def eval_prompts(self, problems, rng):
+        return eval_prompts(self.task, problems, self.password_mode, rng)

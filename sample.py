@@ -1,0 +1,99 @@
+"""
+sample.py: draw completions from a checkpoint into a JSONL file: the policy samples that train_lock.py locks with
+(--weak_samples, --strong_samples) and that elicit_sft.py can fine-tune on (--demo_source=file).
+
+Algorithm:
+  1. Read the prompts: a JSONL file with a "prompt" text field per row, or a split of a task's problems (--task).
+  2. Draw `n_samples` completions per prompt with sampler.generate (temperature, top-k, top-p; greedy at 0).
+  3. Write one row per sample: the input row's fields plus "completion" (text), "completion_ids", "sample_idx" and
+     "stopped" (whether a stop id ended it). Task rows are {"id", "domain", "prompt"}: the format train_lock.py reads.
+
+Commands:
+  python sample.py --checkpoint=runs/lock --prompts=prompts.jsonl --out=samples.jsonl --n_samples=4 \\
+      --temperature=1.0 --max_new_tokens=256
+  python sample.py --checkpoint=WEAK_MODEL --task=math --split=lock --n_samples=4 --out=weak.jsonl
+Writes `out` (atomically, at the end).
+"""
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+import data
+import model as model_lib
+from common import Tokenizer, run_cli
+from errors import BadInput
+from files import read_jsonl, write_jsonl
+from sampler import generate
+
+
+@dataclass
+class Config:
+    checkpoint: str = "runs/lock"      # HF checkpoint directory (config.json, model.safetensors, tokenizer.json)
+    tokenizer: str = ""                # tokenizer.json path; default: the one in the checkpoint directory
+    prompts: str = ""                  # JSONL, each row with a "prompt" text field (or use --task)
+    task: str = ""                     # instead of --prompts: a task of data/ (toy, math, gsm8k, mmlu, code, ...)
+    task_path: str = ""                # the task's problems file; default: the shipped sample
+    split: str = "all"                 # with --task: weak, lock, elicit, val or all
+    split_seed: int = 0
+    password: bool = False             # with --task: put the task's password in the prompts
+    out: str = ""                      # output JSONL
+    n_samples: int = 1                 # samples per prompt
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype: str = "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def task_rows(cfg):
+    """{"id", "domain", "prompt"} rows for a split of a task's problems."""
+    task = data.get_task(cfg.task, **({"path": cfg.task_path} if cfg.task_path else {}))
+    problems = task.problems()
+    if cfg.split != "all":
+        splits = data.split(problems, seed=cfg.split_seed)
+        if cfg.split not in splits:
+            raise BadInput(f"--split={cfg.split!r}: use one of {sorted(splits)} or all")
+        problems = splits[cfg.split]
+    password = task.password if cfg.password else None
+    return [{"id": p["id"], "domain": p["domain"], "prompt": task.prompt(p, password=password)} for p in problems]
+
+
+def prompt_rows(path):
+    rows = read_jsonl(path)
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict) or not isinstance(r.get("prompt"), str):
+            raise BadInput(f"{path}:{i}: each row needs a text field 'prompt'")
+    return rows
+
+
+def main(cfg):
+    if not (cfg.prompts or cfg.task) or not cfg.out:
+        raise BadInput("--prompts=FILE.jsonl (or --task=NAME) and --out=FILE.jsonl are required (see --help)")
+    tok = Tokenizer(cfg.tokenizer or cfg.checkpoint)
+    model = model_lib.load(cfg.checkpoint, device=cfg.device, dtype=getattr(torch, cfg.dtype))
+    rows = task_rows(cfg) if cfg.task else prompt_rows(cfg.prompts)
+    jobs = [(r, k) for r in rows for k in range(cfg.n_samples)]
+    stop = (tok.eos_id,) if tok.eos_id is not None else ()
+    results, t0, n_tok = [], time.time(), 0
+    for start in tqdm(range(0, len(jobs), cfg.batch_size), desc="sampling", unit="batch"):
+        batch = jobs[start:start + cfg.batch_size]
+        outs = generate(model, [tok.encode_prompt(r["prompt"]) for r, _ in batch], cfg.max_new_tokens,
+                        cfg.temperature, cfg.top_p, stop, seed=cfg.seed + start, top_k=cfg.top_k,
+                        vocab_size=tok.vocab_size, pad_id=tok.pad_id)
+        for (r, k), ids in zip(batch, outs):
+            n_tok += len(ids)
+            results.append({**r, "completion": tok.decode(ids), "completion_ids": ids, "sample_idx": k,
+                            "stopped": bool(ids) and ids[-1] in stop})
+    write_jsonl(cfg.out, results)
+    dt = time.time() - t0
+    print(f"wrote {len(results)} samples to {cfg.out} | {n_tok} tokens in {dt:.1f}s "
+          f"({n_tok / max(dt, 1e-9):.0f} tok/s)")
+
+
+if __name__ == "__main__":
+    run_cli(main, Config)
