@@ -13,10 +13,10 @@ Conventions (the reasons are in the comments where they matter):
     Both are converted once, at load, and back, at save; the attention code is the same for both families.
   - RoPE is HF's half-split `rotate_half` convention for both families, so HF q/k weights load unpermuted.
     cos/sin are computed from the positions on every forward (cheap), so there is no position table to size.
-  - forward(idx, pos=None, mask=None, cache=None) -> float32 logits (B, T, V) for every position. One forward
-    serves training, scoring and sampling. Without mask and cache it uses SDPA's is_causal path (flash kernels on
-    GPU). The KV cache belongs to the caller (see sampler.py); the model only calls `cache.update` and reads
-    `cache.pos`.
+  - forward(idx, pos=None, mask=None, cache=None, logits_at=None) -> float32 logits (B, T, V). One forward
+    serves training, scoring and sampling. Without a mask it uses SDPA's is_causal path (flash kernels on GPU).
+    The KV cache belongs to the caller (sampler.py's static cache: prefill and decode_one_token are there); each
+    attention layer only calls `cache.update(layer, k, v)` and attends to what it returns.
   - `model.grad_checkpoint = True` (train_lock.py / elicit_*.py --grad_checkpoint=True): activation
     checkpointing, non-reentrant torch.utils.checkpoint around each Block in training; same gradients.
 
@@ -222,7 +222,7 @@ def apply_rope(x, cos, sin):
 
 
 class Attention(nn.Module):
-    # Shapes: B batch, T new tokens, Tk keys (cached + new), C n_embd, nh heads, nkv kv-heads, hs head_dim
+    # Shapes: B batch, T new tokens, Tk keys (T, or the cache's columns), C n_embd, nh heads, nkv kv-heads, hs head_dim
     def __init__(self, cfg, layer_idx):
         super().__init__()
         self.cfg, self.layer_idx = cfg, layer_idx
@@ -239,7 +239,7 @@ class Attention(nn.Module):
         v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs): everything cached so far plus these
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs): stored, then every key visible
         # GQA: kv-head j serves query heads j*g .. j*g+g-1 (HF's repeat_kv order). enable_gqa does that without
         # copying the cache to every query head, which made batched decoding several times slower.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
@@ -332,21 +332,24 @@ class GPT(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once by parameters()
 
-    def forward(self, idx, pos=None, mask=None, cache=None, last_only=False):
+    def forward(self, idx, pos=None, mask=None, cache=None, logits_at=None):
         """
         idx:   (B, T) token ids.
-        pos:   (B, T) or (T,) positions; default start .. start+T-1, where start = cache.pos (0 without a cache).
-        mask:  None (plain causal), a (B, Tk) key mask with 1/True on real tokens (Tk = start + T, i.e. it covers
-               the cached columns too), or a ready boolean (B, 1, T, Tk) attention mask (True = attend).
-        cache: a KV cache (sampler.KVCache) or None; it is written at columns start .. start+T-1 and advanced.
-        last_only: return logits for the last position only, (B, 1, V): sampling needs no more, and at prefill the
-               full (B, T, V) tensor would dominate time and memory. Scoring and training use the default.
-        Returns float32 logits (B, T, vocab_size).
+        pos:   (B, T) or (T,) positions; default 0 .. T-1.
+        mask:  None (plain causal), a (B, T) key mask with 1/True on real tokens (left padding), or a ready boolean
+               (B, 1, T, Tk) attention mask (True = attend) over Tk keys.
+        cache: None, or the sampler's static KV cache (sampler.StaticCache). Each layer hands it the new keys and
+               values and attends to the Tk keys it returns; where a row's tokens go is the sampler's business,
+               so a cache needs explicit `pos` and a (B, 1, T, Tk) mask.
+        logits_at: None (every position), or (B, K) indices into T: logits (B, K, V) at K positions per row only
+               (K = 0: none; the sampler's prefill just fills the cache, where a (B, T, V) tensor would dominate).
+        Returns float32 logits (B, T, vocab_size). Training and scoring use idx (and pos, mask) only.
         """
         cfg = self.config
         B, T = idx.shape
-        start = cache.pos if cache is not None else 0
-        Tk = start + T
+        if cache is not None and (pos is None or mask is None or mask.dim() != 4):
+            raise ValueError("forward with a cache needs explicit pos and a (B, 1, T, Tk) boolean mask")
+        Tk = T if cache is None else mask.shape[-1]
         if Tk > cfg.max_seq_len:
             raise ValueError(f"sequence length {Tk} exceeds the model's context (max_position_embeddings "
                              f"{cfg.max_seq_len})")
@@ -354,7 +357,7 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {Tk} exceeds the sliding window ({cfg.sliding_window}) of this "
                              "Mistral-style config; locksmith does not implement sliding-window attention")
         if pos is None:
-            pos = torch.arange(start, Tk, device=idx.device)
+            pos = torch.arange(T, device=idx.device)
         if pos.dim() == 1:
             pos = pos.unsqueeze(0).expand(B, T)
         # rotary tables for exactly these positions: (B, 1, T, rotary_dim), computed in fp32 as HF does
@@ -364,30 +367,24 @@ class GPT(nn.Module):
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
         attn_mask = None
-        if mask is not None or cache is not None:
-            q_idx = torch.arange(start, Tk, device=idx.device).view(T, 1)
-            k_idx = torch.arange(Tk, device=idx.device).view(1, Tk)
-            causal = k_idx <= q_idx  # (T, Tk)
-            if mask is None:
-                attn_mask = causal.view(1, 1, T, Tk)
-            elif mask.dim() == 2:
-                if mask.shape != (B, Tk):
-                    raise ValueError(f"mask: expected a (B, Tk) = ({B}, {Tk}) key mask, got {tuple(mask.shape)}")
-                # a pad query always sees itself, or its row is all -inf and SDPA returns NaN (pytorch#110213)
-                attn_mask = (causal & mask.bool().view(B, 1, Tk)) | (k_idx == q_idx)
-                attn_mask = attn_mask.unsqueeze(1)  # (B, 1, T, Tk)
-            else:
-                attn_mask = mask.bool()
+        if mask is not None and mask.dim() == 2:
+            if mask.shape != (B, T):
+                raise ValueError(f"mask: expected a (B, T) = ({B}, {T}) key mask, got {tuple(mask.shape)}")
+            q_idx = torch.arange(T, device=idx.device).view(T, 1)
+            k_idx = torch.arange(T, device=idx.device).view(1, T)
+            # a pad query always sees itself, or its row is all -inf and SDPA returns NaN (pytorch#110213)
+            attn_mask = ((k_idx <= q_idx) & mask.bool().view(B, 1, T)) | (k_idx == q_idx)
+            attn_mask = attn_mask.unsqueeze(1)  # (B, 1, T, T)
+        elif mask is not None:
+            attn_mask = mask.bool()
         for block in self.h:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 # keep only the Block's input; rerun its forward during backward (same numbers, less memory)
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, attn_mask, cache, use_reentrant=False)
             else:
                 x = block(x, cos, sin, attn_mask, cache)
-        if cache is not None:
-            cache.pos = Tk
-        if last_only:
-            x = x[:, -1:]
+        if logits_at is not None:
+            x = x.gather(1, logits_at.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, K, C)
         return self.lm_head(self.ln_f(x)).float()
 
 

@@ -334,3 +334,18 @@ def test_activation_checkpointing_gives_the_same_gradients(arch):
         calls.clear()
         m(x)
         assert len(calls) == 1  # never in evaluation or sampling
+
+
+def test_logits_at_picks_positions_and_a_cache_needs_explicit_positions():
+    m = M.load(os.path.join(FIX, "llama_gqa_untied"))
+    ids = expected("llama_gqa_untied")["ids"]
+    B, T = ids.shape
+    at = torch.tensor([[3, T - 1], [0, 5]])[:B]
+    with torch.no_grad():
+        full = m(ids)
+        picked = m(ids, logits_at=at)  # the sampler's "logits only where needed"
+        assert m(ids, logits_at=torch.empty(B, 0, dtype=torch.long)).shape == (B, 0, full.shape[-1])
+    torch.testing.assert_close(picked, full.gather(1, at.unsqueeze(-1).expand(-1, -1, full.shape[-1])),
+                               atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="needs explicit pos"):
+        m(ids, cache=object())

@@ -1,6 +1,8 @@
-"""sampler.py against the plain uncached forward, per-prompt runs and transformers' greedy tokens."""
-import json
+"""sampler.py against the plain uncached forward, per-prompt runs and transformers' greedy tokens; continuous
+batching (freed slots, batch sizes, shards), per-prompt seeds, sampling distributions (chi-square), bad input."""
+import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -127,3 +129,173 @@ def test_prompt_longer_than_context_is_refused():
         S.generate(m, [list(range(1, 40))], max_new_tokens=30)
     with pytest.raises(ValueError, match="at least one token"):
         S.generate(m, [[1], []], max_new_tokens=3)
+
+
+# -----------------------------------------------------------------------------
+# Continuous batching, seeds, memory, precision
+
+
+def mixed_prompts(n, seed=0, vocab=40, longest=20):
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(1, longest + 1, (n,), generator=g).tolist()
+    return [torch.randint(1, vocab, (k,), generator=g).tolist() for k in lens]
+
+
+def cut(ids, stop):
+    return next((ids[:i + 1] for i, t in enumerate(ids) if t in stop), ids)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_greedy_through_refilled_slots_equals_uncached_and_alone(arch):
+    m = tiny(arch, seed=6)
+    prompts, stop = mixed_prompts(12, seed=1), {3, 11}
+    free = [uncached_greedy(m, p, 16) for p in prompts]
+    want = [cut(f, stop) for f in free]
+    assert len({len(w) for w in want}) > 2  # lengths spread, so slots free at different steps
+    for bs in (3, 1):  # 3 slots for 12 prompts; 1 slot: every prompt enters a freed slot
+        assert S.generate(m, prompts, 16, stop_ids=tuple(stop), batch_size=bs) == want
+    assert [S.generate(m, [p], 16, stop_ids=tuple(stop))[0] for p in prompts] == want
+
+
+def test_prompt_entering_a_freed_slot_gets_its_alone_completion():
+    m = tiny("llama", seed=7)
+    long_, short = [5, 6, 7, 8, 9, 10, 11, 12], [13]
+    alone = S.generate(m, [long_], 12)[0]
+    stop = (S.generate(m, [short], 12)[0][0],)  # `short` stops at its first token, freeing its slot at once
+    together = S.generate(m, [short, [20, 21], long_], 12, stop_ids=stop, batch_size=2)
+    assert together[0] == list(stop) and together[2] == cut(alone, set(stop))
+
+
+def test_same_samples_for_any_batch_size():
+    m = tiny("gpt_neox", seed=8)
+    prompts = mixed_prompts(40, seed=2)
+    kw = dict(temperature=1.0, stop_ids=(4, 9), seed=11)
+    ref = S.generate(m, prompts, 20, batch_size=64, **kw)
+    assert len({len(o) for o in ref}) > 3
+    for bs in (16, 5, 1):
+        assert S.generate(m, prompts, 20, batch_size=bs, **kw) == ref
+    assert S.generate(m, prompts, 20, batch_size=5, sync_every=4, **kw) == ref  # reading done flags less often
+    assert S.generate(m, prompts, 20, batch_size=5, prefill_chunk=3, **kw) == ref  # long prompts in pieces
+    assert S.generate(m, prompts[::-1], 20, batch_size=16, indices=range(39, -1, -1), **kw) == ref[::-1]
+
+
+def test_global_indices_reproduce_a_sharded_call():
+    m = tiny("llama", seed=9)
+    prompts = mixed_prompts(30, seed=3)
+    kw = dict(temperature=1.0, top_p=0.9, top_k=20, seed=5)
+    one = S.generate(m, prompts, 15, batch_size=8, **kw)
+    shards = [None] * len(prompts)
+    for rank in range(3):  # 3 "processes", each with every third prompt and its global index
+        mine = list(range(rank, len(prompts), 3))
+        for i, o in zip(mine, S.generate(m, [prompts[i] for i in mine], 15, batch_size=4, indices=mine, **kw)):
+            shards[i] = o
+    assert shards == one
+    assert S.generate(m, prompts[:10], 15, batch_size=8, **kw) == one[:10]  # a prefix keeps its samples
+    assert S.generate(m, prompts[:10], 15, batch_size=8, **{**kw, "seed": 6}) != one[:10]
+
+
+def test_row_streams_are_distinct_and_fixed():
+    u = [S.row_uniforms(seed, i, 8) for seed in (0, 1) for i in (0, 1, 2)]
+    assert all(not torch.equal(a, b) for k, a in enumerate(u) for b in u[k + 1:])
+    assert torch.equal(S.row_uniforms(1, 2, 8), u[5]) and ((0 <= u[0]) & (u[0] < 1)).all()
+
+
+def chi_square_ok(samples, probs):
+    """Pearson's chi-square of sample counts against probabilities, bins with < 5 expected merged; True when below
+    the 0.1% critical value (Wilson-Hilferty approximation), i.e. a correct sampler fails 1 time in 1,000."""
+    n = samples.numel()
+    counts = torch.bincount(samples, minlength=probs.numel()).double()
+    expect = probs.double() * n
+    assert counts[expect == 0].sum() == 0, "a zero-probability token was sampled"
+    big = expect >= 5
+    obs = torch.cat([counts[big], counts[~big & (expect > 0)].sum().view(1)])
+    exp = torch.cat([expect[big], expect[~big & (expect > 0)].sum().view(1)])
+    obs, exp = obs[exp > 0], exp[exp > 0]
+    stat, df = float(((obs - exp) ** 2 / exp).sum()), obs.numel() - 1
+    critical = df * (1 - 2 / (9 * df) + 3.09 * math.sqrt(2 / (9 * df))) ** 3
+    return stat < critical
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.5, 0, 1.0), (2.0, 0, 1.0),
+                                                       (1.0, 5, 1.0), (1.0, 0, 0.7), (0.8, 6, 0.8)])
+def test_sample_token_distribution_chi_square(temperature, top_k, top_p):
+    logits = torch.randn(12, generator=torch.Generator().manual_seed(0)) * 2
+    rows = 40_000
+    u = torch.rand(rows, generator=torch.Generator().manual_seed(1))
+    s = S.sample_token(logits.repeat(rows, 1), temperature, top_p, top_k, u=u)
+    # the reference: temperature, keep the top-k, renormalise, keep the smallest top-p prefix, renormalise
+    p = (logits / temperature).softmax(-1)
+    order = p.argsort(descending=True)
+    keep = torch.zeros(12, dtype=torch.bool)
+    keep[order[:top_k or 12]] = True
+    p = torch.where(keep, p, 0.0) / p[keep].sum()
+    sp = p[order]
+    keep[order[(sp.cumsum(0) - sp) >= top_p]] = False
+    p = torch.where(keep, p, 0.0) / p[keep].sum()
+    assert chi_square_ok(s, p)
+
+
+def test_generate_first_tokens_follow_the_model_distribution():
+    # one prompt 6,000 times: each copy has its own stream, so the first tokens are 6,000 independent draws
+    m = tiny("llama", seed=10)
+    prompt = [3, 4, 5]
+    with torch.no_grad():
+        logits = m(torch.tensor([prompt]))[0, -1]
+    for temperature, top_k in ((1.0, 0), (0.7, 8)):
+        first = S.generate(m, [prompt] * 6000, 1, temperature=temperature, top_k=top_k, seed=3, batch_size=512)
+        p = (logits / temperature).softmax(-1)
+        if top_k:
+            p = torch.where(p >= p.topk(top_k).values[-1], p, 0.0)
+            p = p / p.sum()
+        assert chi_square_ok(torch.tensor([f[0] for f in first]), p)
+
+
+def test_bad_input_gives_one_clear_error():
+    m = tiny("llama")
+    cases = [(dict(prompts=[[1], []]), "at least one token"),
+             (dict(prompts=[[1] * 60]), "prompt 0 of 60 tokens \\+ max_new_tokens 10 exceeds the model's context"),
+             (dict(batch_size=0), "batch_size must be at least 1"),
+             (dict(max_new_tokens=-1), "max_new_tokens must be >= 0"),
+             (dict(prompts=[[1, 99]]), "token id outside \\[0, 40\\)"),
+             (dict(indices=[0, 1, 2]), "3 indices for 2 prompts"),
+             (dict(kv_budget_bytes=1000), "holds no slot")]
+    for change, msg in cases:
+        kw = {"prompts": [[1, 2], [3]], "max_new_tokens": 10, **change}
+        with pytest.raises(ValueError, match=msg):
+            S.generate(m, kw.pop("prompts"), kw.pop("max_new_tokens"), **kw)
+    assert S.generate(m, [], 5) == [] and S.generate(m, [[1], [2]], 0) == [[], []]
+
+
+def test_kv_budget_caps_the_slots():
+    cfg = tiny("llama").config
+    per = S.StaticCache.slot_bytes(cfg, 30, torch.float32)
+    assert per == 2 * cfg.n_layer * cfg.n_kv_head * cfg.head_dim * 30 * 4
+    assert S.n_slots(cfg, 100, 64, 30, torch.float32, 3 * per + 1) == 3
+    assert S.n_slots(cfg, 2, 64, 30, torch.float32, 10**12) == 2
+    m = tiny("llama", seed=11)
+    prompts = mixed_prompts(9, seed=4)
+    ref = S.generate(m, prompts, 10)
+    assert S.generate(m, prompts, 10, kv_budget_bytes=2 * S.StaticCache.slot_bytes(cfg, 29, torch.float32)) == ref
+
+
+def test_bf16_sampling_copy_leaves_the_model_alone():
+    m = tiny("llama", seed=12)
+    m.config.tie_embeddings = True
+    m.lm_head.weight = m.wte.weight
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    copy, dtype = S.sampling_model(m, torch.bfloat16)
+    assert dtype == torch.bfloat16 and copy.lm_head.weight is copy.wte.weight
+    assert all(p.dtype == torch.bfloat16 for p in copy.parameters()) and copy.inv_freq.dtype == torch.float32
+    assert torch.equal(copy.h[0].attn.wqkv.weight, m.h[0].attn.wqkv.weight.bfloat16())
+    assert S.sampling_model(m, None) == (m, torch.float32)  # CPU default: the model's own dtype, no copy
+    outs = S.generate(m, PROMPTS, 8, dtype=torch.bfloat16, temperature=1.0)
+    assert all(len(o) == 8 and all(0 <= t < 40 for t in o) for o in outs)
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("g++") is None, reason="inductor needs a compiler")
+def test_compiled_decode_step_gives_the_same_samples():
+    m = tiny("llama", seed=13)  # ~15 s on 2 CPU cores (compilation), once
+    prompts = mixed_prompts(6, seed=5)
+    kw = dict(temperature=1.0, seed=2, batch_size=3, stop_ids=(7,))
+    assert S.generate(m, prompts, 8, compile=True, **kw) == S.generate(m, prompts, 8, **kw)
