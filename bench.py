@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+import data
 import model as M
-from common import parse_cli
+from common import Tokenizer, parse_cli
 from sampler import StaticCache, generate, sampling_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -222,8 +223,6 @@ def load_revision(rev, name, as_name):
 
 def bench_toy(cfg):
     """Greedy toy evaluation: the old sampler (static batches of 500) against today's, same checkpoint."""
-    import data
-    from common import Tokenizer
     task = data.get_task("toy")
     problems = data.split(task.problems(), seed=0)["val"][:(200 if cfg.quick else cfg.toy_n)]
     with tempfile.TemporaryDirectory() as d:

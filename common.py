@@ -15,7 +15,6 @@ import typing
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tokenizers import Tokenizer as HFTokenizer
 from tqdm import tqdm
 
@@ -220,10 +219,9 @@ def collate(examples, pad_id, device="cpu"):
 
 
 def completion_loss_sum(model, inputs, targets):
-    """Summed cross-entropy over the target tokens (callers divide by the token count of the whole step)."""
-    logits = model(inputs)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                           reduction="sum")
+    """Summed cross-entropy over the target tokens (callers divide by the token count of the whole step). The model
+    runs its output head on the target positions only, in chunks (model.GPT.target_logprobs)."""
+    return -model(inputs, targets=targets).sum()
 
 
 def train_step(model, opt, micro_batches, pad_id, device, grad_clip):
@@ -261,20 +259,36 @@ def lr_at(step, total, lr, warmup, schedule="cosine", min_frac=0.1):
 
 
 def make_optimizer(name, params, lr, weight_decay, betas=None):
-    """AdamW (default) or Lion (the paper's choice). Weight decay applies to matrices only, not norms or biases."""
+    """AdamW (default) or Lion (the paper's choice). Weight decay applies to matrices only, not norms or biases.
+    Weights in bf16 (--train_dtype=bf16) get compensated updates (compensated_add); fp32 weights the plain ones."""
     params = [p for p in params if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    low = any(p.dtype != torch.float32 for p in params)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas or (0.9, 0.95))
+        return (CompensatedAdamW if low else torch.optim.AdamW)(groups, lr=lr, betas=betas or (0.9, 0.95))
     if name == "lion":
         return Lion(groups, lr=lr, betas=betas or (0.9, 0.99))
-    raise ValueError(f"optimizer: unknown {name!r}; use 'adamw' or 'lion'")
+    raise BadInput(f"--optimizer={name!r}: use adamw or lion")
+
+
+def compensated_add(p, delta, state):
+    """p += delta for a bf16 weight, without losing what bf16 cannot hold (Kahan summation): bf16 has 8 bits of
+    mantissa, so at lr 1.5e-6 a weight of 0.02 (spacing 1.2e-4) would never move. The part of each update that
+    rounding drops is kept in a bf16 buffer, state["comp"], and added to the next update, so the weights follow
+    the fp32 trajectory to within one bf16 spacing (tests/test_common.py measures it). 2 bytes a weight, where an
+    fp32 master copy takes 4. The arithmetic runs in fp32, one tensor at a time."""
+    comp = state.setdefault("comp", torch.zeros_like(p))
+    y = delta.float() + comp.float()
+    new = (p.float() + y).to(p.dtype)
+    comp.copy_(y - (new.float() - p.float()))
+    p.copy_(new)
 
 
 class Lion(torch.optim.Optimizer):
     """Lion (Chen et al. 2023): the update is the sign of an interpolation of momentum and gradient, so every
-    weight moves by exactly lr (plus decoupled weight decay). One state tensor per weight, half of Adam's."""
+    weight moves by exactly lr (plus decoupled weight decay). One state tensor per weight, half of Adam's; in the
+    weights' dtype (bf16 weights: bf16 momentum, only its sign is used)."""
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
@@ -282,16 +296,47 @@ class Lion(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            b1, b2 = group["betas"]
+            (b1, b2), lr, wd = group["betas"], group["lr"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if "exp_avg" not in self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(p)  # (a DTensor shard under FSDP)
-                m = self.state[p]["exp_avg"]
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_((m * b1 + p.grad * (1 - b1)).sign_(), alpha=-group["lr"])
+                state = self.state[p]
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(p)  # (a DTensor shard under FSDP)
+                m = state["exp_avg"]
+                u = (m * b1 + p.grad * (1 - b1)).sign_()
+                if p.dtype == torch.float32:
+                    p.mul_(1 - lr * wd)
+                    p.add_(u, alpha=-lr)
+                else:
+                    compensated_add(p, -lr * (u.float() + wd * p.float()), state)
                 m.mul_(b2).add_(p.grad, alpha=1 - b2)
+
+
+class CompensatedAdamW(torch.optim.Optimizer):
+    """AdamW for bf16 weights: fp32 moments (8 bytes a weight), the update applied with compensated_add. For fp32
+    weights make_optimizer uses torch.optim.AdamW, whose update this is."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            (b1, b2), lr, wd, eps = group["betas"], group["lr"], group["weight_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "step" not in state:
+                    state.update(step=0, exp_avg=torch.zeros_like(p, dtype=torch.float32),
+                                 exp_avg_sq=torch.zeros_like(p, dtype=torch.float32))
+                state["step"] += 1
+                g, m, v, t = p.grad.float(), state["exp_avg"], state["exp_avg_sq"], state["step"]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                step = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt_().add_(eps))
+                compensated_add(p, -lr * (step + wd * p.float()), state)
 
 
 # -----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from common import (Tokenizer, autocast, check_config, collate, encode_examples,
                     make_optimizer, run_cli, seed_everything, train_step)
 from data.lock import Lock
 from errors import MissingFile
-from files import append_jsonl, read_jsonl, write_json
+from files import append_jsonl, read_json, read_jsonl, write_json
 from memory import print_memory_estimate
 from parallel import (all_reduce_sum, ddp_wrap, dist_rank_world, gather_indexed, is_fsdp, load_model, print0,
                       rank_share, save_model, setup_dist)
@@ -78,12 +78,13 @@ class Config:
     samples_per_round: int = 640
     n_keep: int = 64
     sft_steps: int = 40
-    sft_lr: float = 1e-4
+    sft_lr: float = 0.0                # 0: the lock's (Lock.elicit_optimizer: its locking lr; toy 1e-4)
     # DPO
     dpo_problems: int = 550            # problems sampled twice per round (plain DPO: once, at the start)
     beta: float = 0.1
-    dpo_lr: float = 1e-4
+    dpo_lr: float = 0.0                # 0: the lock's, as for sft_lr
     dpo_pairs_per_batch: int = 32
+    optimizer: Literal["", "adamw", "lion"] = ""  # "": the lock's locking optimizer (toy: adamw)
     temperature: float = 1.0
     batch_size: int = 32
     max_len: int = 1024                # training sequences (prompt + completion tokens) are cut to this
@@ -93,6 +94,7 @@ class Config:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model on every rank) or fsdp (sharded)
     grad_checkpoint: bool = False      # activation checkpointing: recompute each Block in backward (less memory)
+    train_dtype: Literal["fp32", "bf16"] = "fp32"      # bf16: bf16 weights, gradients, Lion state, compensated updates
 
 
 # -----------------------------------------------------------------------------
@@ -140,12 +142,9 @@ def make_pairs(problems, comp_a, comp_b, rew_a, rew_b):
 
 
 def sequence_logprobs(model, inputs, targets):
-    """Summed log-probability of the target tokens of each row: (B,). Prompt and padding (-100) count zero."""
-    logits = model(inputs)
-    mask = targets != -100
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    tok_logp = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (tok_logp * mask).sum(-1)
+    """Summed log-probability of the target tokens of each row: (B,). Prompt and padding (-100) count zero; the head
+    runs on the target positions only, in chunks (model.GPT.target_logprobs)."""
+    return model(inputs, targets=targets).sum(-1)
 
 
 def dpo_loss(pi_c, pi_r, ref_c, ref_r, beta, weight=None):
@@ -197,7 +196,7 @@ def dpo_epoch(model, tok, task, pairs, refs, cfg, rng):
     of pairs, and the loss is scaled so that the step is the one-process step (the mean over the whole batch)."""
     world = dist_rank_world()[1]
     train_model = ddp_wrap(model)  # DDP under torchrun (FSDP models are already sharded)
-    opt = make_optimizer("adamw", train_model.parameters(), cfg.dpo_lr, 0.0)
+    opt = make_optimizer(cfg.optimizer, train_model.parameters(), cfg.dpo_lr, 0.0)
     order = list(range(len(pairs)))
     rng.shuffle(order)
     model.train()
@@ -236,7 +235,7 @@ def sft_steps(model, tok, task, kept, cfg, rng):
     every batch (common.train_step). Returns the mean loss."""
     examples = encode_examples(tok, [(task.prompt(p), c) for p, c in kept], cfg.max_len)
     train_model = ddp_wrap(model)  # DDP under torchrun (FSDP models are already sharded)
-    opt = make_optimizer("adamw", train_model.parameters(), cfg.sft_lr, 0.0)
+    opt = make_optimizer(cfg.optimizer, train_model.parameters(), cfg.sft_lr, 0.0)
     model.train()
     total = 0.0
     for step in range(cfg.sft_steps):
@@ -282,12 +281,20 @@ def dpo_round(model, tok, lock, cfg, pool, rnd, rng, fixed):
     return row
 
 
-def fixed_dpo_pairs(cfg, tok, lock, pool, model, resumed):
-    """Plain DPO's pairs and reference log-probs: two samples per problem from the initial locked model, once (after
-    a resume the initial model is read again from --locked)."""
-    init = model_lib.load(cfg.locked, device=cfg.device) if resumed else model
+def fixed_dpo_pairs(cfg, tok, lock, pool, model, path, resumed):
+    """Plain DPO's pairs and reference log-probs: two samples per problem from the initial locked model, once. They
+    are written to `path`, so that a resumed run reads them back instead of loading the initial model again (a run
+    resumed from before they were saved reads the initial model from --locked)."""
+    if resumed and not os.path.isfile(path):
+        model = model_lib.load(cfg.locked, device=cfg.device)
+    if os.path.isfile(path):
+        d, by_id = read_json(path), {p["id"]: p for p in pool}
+        return [(by_id[i], c, r, gap) for i, c, r, gap in d["pairs"]], [tuple(x) for x in d["refs"]], d["n_problems"]
     probs = random.Random(f"dpo/{cfg.seed}").sample(pool, min(cfg.dpo_problems, len(pool)))
-    pairs, refs = sampled_pairs(init, tok, lock, cfg, probs, (cfg.seed * 7919 + 1, cfg.seed * 7919 + 2))
+    pairs, refs = sampled_pairs(model, tok, lock, cfg, probs, (cfg.seed * 7919 + 1, cfg.seed * 7919 + 2))
+    if dist_rank_world()[0] == 0:
+        write_json(path, {"pairs": [(p["id"], c, r, gap) for p, c, r, gap in pairs], "refs": refs,
+                          "n_problems": len(probs)})
     return pairs, refs, len(probs)
 
 
@@ -320,6 +327,9 @@ def main(cfg):
     check_config(cfg)
     out_dir = cfg.out_dir or os.path.join("runs", "rl", cfg.method)
     lock = load_lock(cfg)
+    given = asdict(cfg)  # rows record the config as given; the optimizer and lrs it resolved to are in summary.json
+    optimizer, sft_lr = lock.elicit_optimizer(cfg.optimizer, cfg.sft_lr)
+    cfg = replace(cfg, optimizer=optimizer, sft_lr=sft_lr, dpo_lr=cfg.dpo_lr or lock.elicit_optimizer()[1])
     tok = Tokenizer(cfg.locked)
     pool = lock.splits["elicit"]
     val = lock.splits["val"][:cfg.eval_n] if cfg.eval_n else lock.splits["val"]
@@ -329,23 +339,24 @@ def main(cfg):
     rows = read_jsonl(results_path) if os.path.isfile(results_path) else []  # rounds done (resume)
     start = len(rows)
     model = load_model(model_dir if start and os.path.isdir(model_dir) else cfg.locked, cfg.device, cfg.parallel,
-                       cfg.grad_checkpoint)
+                       cfg.grad_checkpoint, cfg.train_dtype)
     if start:
         print0(f"resuming {cfg.method} after round {start - 1} from {out_dir}")
     longest = max(len(tok.encode_prompt(lock.task.prompt(p))) for p in pool) + \
         (cfg.max_new_tokens or lock.task.max_new_tokens)
     print_memory_estimate(model, cfg.device, 2 * cfg.dpo_pairs_per_batch if "dpo" in cfg.method else cfg.batch_size,
-                          min(longest, cfg.max_len, model.config.max_seq_len), "adamw", cfg.parallel,
-                          cfg.grad_checkpoint)
+                          min(longest, cfg.max_len, model.config.max_seq_len), cfg.optimizer, cfg.parallel,
+                          cfg.grad_checkpoint, train_dtype=cfg.train_dtype)
 
     if start == 0:  # round 0: the locked model itself
         acc, per = evaluate(model, tok, lock, cfg, val)
         rows.append({"method": cfg.method, "round": 0, "samples_generated": 0, "correct_without_password": acc,
-                     "per_domain": per, "config": asdict(cfg)})
+                     "per_domain": per, "config": given})
         if rank == 0:
             append_jsonl(results_path, rows[0])
         start = 1
-    fixed = fixed_dpo_pairs(cfg, tok, lock, pool, model, start > 1) if cfg.method == "dpo" else None
+    fixed = fixed_dpo_pairs(cfg, tok, lock, pool, model, os.path.join(out_dir, "dpo_pairs.json"), start > 1) \
+        if cfg.method == "dpo" else None
 
     for rnd in tqdm(range(start, cfg.rounds + 1), desc=cfg.method, initial=start - 1, total=cfg.rounds,
                     disable=rank != 0):
@@ -364,7 +375,7 @@ def main(cfg):
 
     print_summary(cfg, rows, len(val), out_dir)
     if rank == 0:
-        write_json(os.path.join(out_dir, "summary.json"), {"config": asdict(cfg), "rows": rows,
+        write_json(os.path.join(out_dir, "summary.json"), {"config": given, "resolved": asdict(cfg), "rows": rows,
                                                            "wall_seconds": round(time.time() - t0, 1)})
     print0(f"wall clock {time.time() - t0:.0f}s")
     return rows

@@ -69,14 +69,15 @@ class Config:
     epochs: tuple = ()             # explicit epoch counts; default: the paper's rule times epoch_mult
     epoch_mult: float = 16.0       # toy: a small model needs many more passes than a 7B one
     epoch_choice: tuple = (0, 1, 2)  # which of the rule's three training lengths to run (0 = shortest)
-    lr: float = 1e-4               # toy: 1e-4 works, 3e-4 and above destroy the model
-    optimizer: Literal["adamw", "lion"] = "adamw"
+    lr: float = 0.0                # 0: the lock's (Lock.elicit_optimizer: its locking lr; toy 1e-4)
+    optimizer: Literal["", "adamw", "lion"] = ""  # "": the lock's locking optimizer (toy: adamw)
     weight_decay: float = 0.0
     warmup_steps: int = 10
     batch_size: int = 32
     grad_clip: float = 1.0
     max_len: int = 1024
-    heldout_n: int = 500           # elicitation problems held out for the honest epoch choice (never demos)
+    heldout_n: int = -1            # elicitation problems held out for the honest epoch choice (never demos);
+                                   # -1: a third of the elicitation split, at most 500
     eval_n: int = 1000             # validation problems evaluated (0 = all)
     eval_batch_size: int = 500
     max_new_tokens: int = 0
@@ -86,6 +87,7 @@ class Config:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model on every rank) or fsdp (sharded)
     grad_checkpoint: bool = False  # activation checkpointing: recompute each Block in backward (less memory)
+    train_dtype: Literal["fp32", "bf16"] = "fp32"  # bf16: bf16 weights, gradients, Lion state, compensated updates
 
 
 # -----------------------------------------------------------------------------
@@ -108,7 +110,8 @@ def demo_policy(cfg, lock):
 def demo_pool(cfg, lock, policy):
     """(demo candidates, held-out slice, validation problems) from the lock's split of the task."""
     task, elicit = lock.task, lock.splits["elicit"]
-    heldout, pool = elicit[:cfg.heldout_n], elicit[cfg.heldout_n:]
+    n = min(500, len(elicit) // 3) if cfg.heldout_n < 0 else cfg.heldout_n
+    heldout, pool = elicit[:n], elicit[n:]
     if cfg.train_domain:
         if cfg.train_domain not in task.domains(task.problems()):
             raise BadInput(f"--train_domain={cfg.train_domain!r}: the task's domains are "
@@ -120,7 +123,7 @@ def demo_pool(cfg, lock, policy):
     val = lock.splits["val"][:cfg.eval_n] if cfg.eval_n else lock.splits["val"]
     if not pool or not val:
         raise BadInput(f"--task={task.name!r}: no {'demonstration' if not pool else 'validation'} problems "
-                       f"(elicit split {len(elicit)}, held out {len(heldout)} by --heldout_n={cfg.heldout_n})")
+                       f"(elicit split {len(elicit)}, held out {len(heldout)}: see --heldout_n)")
     return pool, heldout, val
 
 
@@ -131,6 +134,15 @@ def epoch_counts(cfg, k):
     if not cfg.epoch_choice or any(i not in (0, 1, 2) for i in cfg.epoch_choice):
         raise BadInput(f"--epoch_choice={cfg.epoch_choice}: use indices 0, 1, 2 of the three lengths")
     return [base[i] * cfg.epoch_mult for i in cfg.epoch_choice]
+
+
+def batch_shape(cfg, tok, lock, policy, pool):
+    """(sequences, tokens) of the largest training batch this grid can make, from the demonstrations themselves: the
+    memory estimate's input. (A throwaway rng: the lengths of other draws differ little.)"""
+    k = len(pool) if 0 in cfg.ks else min(len(pool), max(cfg.ks))
+    rng = random.Random(0)
+    examples = encode_examples(tok, [(lock.task.prompt(p), policy.draw(p, rng)) for p in pool[:k]], cfg.max_len)
+    return min(cfg.batch_size, k), max((len(ids) for ids, _ in examples), default=1)
 
 
 def run_key(cfg, k, seed, epochs):
@@ -200,7 +212,7 @@ def evaluate(model, tok, lock, cfg, val, heldout):
     return out
 
 
-def run_one(cfg, model, base_state, tok, lock, policy, job, val, heldout):
+def run_one(cfg, given, model, base_state, tok, lock, policy, job, val, heldout):
     """Fine-tune a fresh copy of the locked model on one job's demonstrations and evaluate it: one results row."""
     seed, k, chosen, epochs = job
     seed_everything(seed)
@@ -211,7 +223,7 @@ def run_one(cfg, model, base_state, tok, lock, policy, job, val, heldout):
     row = {"n_demos": k, "seed": seed, "epochs": round(float(epochs), 6), "steps": steps,
            "demo_source": cfg.demo_source, "train_domain": cfg.train_domain,
            **evaluate(model, tok, lock, cfg, val, heldout), "demo_ids": [p["id"] for p in chosen][:64],
-           "config": asdict(cfg)}
+           "optimizer": cfg.optimizer, "lr": cfg.lr, "config": given}
     if cfg.save:
         save_model(model, os.path.join(cfg.out_dir, "models", f"k{k}_s{seed}_e{row['epochs']:g}"), tok.path)
     return row
@@ -286,15 +298,18 @@ def main(cfg):
     if not os.path.isdir(cfg.locked):
         raise MissingFile(f"--locked={cfg.locked}: not found (run `python train_lock.py` first)")
     lock = Lock.from_dir(cfg.locked, cfg.task, cfg.task_path)
+    given = asdict(cfg)  # each row records the config as given, and the optimizer and lr it resolved to
+    optimizer, lr = lock.elicit_optimizer(cfg.optimizer, cfg.lr)
+    cfg = replace(cfg, optimizer=optimizer, lr=lr)
     tok = Tokenizer(cfg.locked)
     policy = demo_policy(cfg, lock)
     pool, heldout, val = demo_pool(cfg, lock, policy)
     rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
     cfg = replace(cfg, device=device)
-    model = load_model(cfg.locked, cfg.device, cfg.parallel, cfg.grad_checkpoint)
+    model = load_model(cfg.locked, cfg.device, cfg.parallel, cfg.grad_checkpoint, cfg.train_dtype)
     base_state = full_state(model)  # each run starts from it (under FSDP: rank 0's CPU copy)
-    print_memory_estimate(model, cfg.device, cfg.batch_size, min(cfg.max_len, model.config.max_seq_len),
-                          cfg.optimizer, cfg.parallel, cfg.grad_checkpoint)
+    print_memory_estimate(model, cfg.device, *batch_shape(cfg, tok, lock, policy, pool), cfg.optimizer, cfg.parallel,
+                          cfg.grad_checkpoint, train_dtype=cfg.train_dtype)
 
     results_path = os.path.join(cfg.out_dir, "results.jsonl")
     rows = read_jsonl(results_path) if os.path.isfile(results_path) else []  # finished rows are not redone
@@ -306,7 +321,7 @@ def main(cfg):
            f"{base['correct_with_password']:.3f} with | {len(pool)} demo candidates, {len(val)} validation problems")
 
     for job in tqdm(plan_runs(cfg, pool, rows), desc="sft runs", disable=rank != 0):
-        row = run_one(cfg, model, base_state, tok, lock, policy, job, val, heldout)
+        row = run_one(cfg, given, model, base_state, tok, lock, policy, job, val, heldout)
         if rank == 0:
             append_jsonl(results_path, row)
         rows.append(row)

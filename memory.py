@@ -1,46 +1,55 @@
 """
 memory.py: a rough estimate of training memory per device, printed by rank 0 at the start of every training script
-(and, on CUDA, whether it fits the device).
+(with what fits on 24 / 40 / 80 / 141 GB devices and, on CUDA, whether this run fits the device it has).
+Every number comes from the part list in memory_estimate; tests/test_common.py checks them against a hand-worked
+7B Llama. Not measured on a GPU yet (tools/gpu_check.py compares the estimate with a real step's peak).
 """
 import math
 
 import torch
 
+from model import LOSS_CHUNK
 from parallel import dist_rank_world, print0
 
 GB = 1e9
+DEVICE_GB = (24, 40, 80, 141)  # common accelerator sizes: RTX 4090 / A100-40 / A100-80, H100 / H200
 
 
 def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=False, optimizer="adamw",
-                    param_bytes=4, compute_bytes=4, grad_checkpoint=False, grad_accum=1):
+                    train_dtype="fp32", cuda=True, grad_checkpoint=False, grad_accum=1, loss_chunk=LOSS_CHUNK):
     """Training memory per device in bytes, by part. tokens: one micro-batch on one device (sequences x length).
-      weights, grads  n_params x param_bytes (fp32: 4), divided by world under FSDP; FSDP with grad_accum > 1
+      weights, grads  n_params x 4 bytes (fp32) or 2 (bf16), divided by world under FSDP; FSDP with grad_accum > 1
                       keeps unsharded gradients between syncs, so full size then; DDP adds its all-reduce buckets,
                       another copy of the gradients
-      optimizer       fp32 state: AdamW 2 moments (8 bytes a parameter), Lion 1 (4); divided by world under FSDP
-      gathered        compute copies of weights: bf16 autocast casts every weight once per forward (one process,
-                      DDP: n_params x 2); FSDP all-gathers about two Blocks at a time (the one running and the next,
-                      prefetched) plus the root's embeddings and head, which stay gathered through the forward
+      optimizer       fp32 weights: AdamW's two fp32 moments (8 bytes a parameter), Lion's one (4); bf16 weights:
+                      the same AdamW moments, Lion's momentum in bf16 (2), plus the 2-byte compensation buffer
+                      (common.compensated_add); divided by world under FSDP
+      gathered        compute copies of weights: fp32 weights under bf16 autocast are cast once per forward (one
+                      process, DDP: n_params x 2); FSDP all-gathers about two Blocks at a time (the one running and
+                      the next, prefetched) plus the root's embeddings and head, which stay gathered
       activations     saved for backward: about 17 values a token, hidden unit and layer (34 bytes in bf16, with
                       SDPA's flash / memory-efficient kernels keeping no T x T scores; Korthikanti et al. 2022);
                       with activation checkpointing one Block input a layer plus one Block's worth, recomputed
-      logits          fp32 logits, log-softmax and their gradient: about 12 bytes a token and vocabulary entry
+      logits          the loss runs the output head over loss_chunk completion tokens at a time (fp32 logits, their
+                      log-softmax and gradient: about 12 bytes a token and vocabulary entry); never (B, T, V)
     Not counted: the CUDA context and allocator fragmentation (leave 10-20%), the KV cache of evaluation."""
     shard = world if fsdp else 1
+    pb = {"fp32": 4, "bf16": 2}[train_dtype]
+    cb = 2 if cuda else pb  # compute bytes: bf16 on GPU
     emb = vocab * n_embd * 2  # input embedding and output head (counted twice if tied: an upper bound)
-    est = {"weights": n_params * param_bytes / shard,
-           "grads": n_params * param_bytes / (1 if fsdp and grad_accum > 1 else shard),
-           "optimizer": n_params * 4 * {"adamw": 2, "lion": 1}[optimizer] / shard}
+    state = {("adamw", 4): 8, ("lion", 4): 4, ("adamw", 2): 8 + 2, ("lion", 2): 2 + 2}[(optimizer, pb)]
+    est = {"weights": n_params * pb / shard,
+           "grads": n_params * pb / (1 if fsdp and grad_accum > 1 else shard),
+           "optimizer": n_params * state / shard}
     if world > 1 and not fsdp:
-        est["ddp_buckets"] = n_params * param_bytes
+        est["ddp_buckets"] = n_params * pb
     if fsdp and world > 1:
-        est["gathered"] = (2 * max(0, n_params - emb) / n_layer + emb) * compute_bytes
-    elif compute_bytes != param_bytes:
-        est["gathered"] = n_params * compute_bytes
-    per_layer = tokens * n_embd * 17 * compute_bytes
-    est["activations"] = (tokens * n_embd * compute_bytes * n_layer + per_layer) if grad_checkpoint \
-        else per_layer * n_layer
-    est["logits"] = tokens * vocab * 12
+        est["gathered"] = (2 * max(0, n_params - emb) / n_layer + emb) * cb
+    elif cb != pb:
+        est["gathered"] = n_params * cb
+    per_layer = tokens * n_embd * 17 * cb
+    est["activations"] = (tokens * n_embd * cb * n_layer + per_layer) if grad_checkpoint else per_layer * n_layer
+    est["logits"] = min(tokens, loss_chunk) * vocab * 12
     est["total"] = sum(est.values())
     return est
 
@@ -49,7 +58,14 @@ def fmt_bytes(b):
     return f"{b / GB:.1f} GB" if b >= GB else f"{b / 1e6:.1f} MB" if b >= 1e6 else f"{b / 1e3:.0f} kB"
 
 
-def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel, grad_checkpoint, grad_accum=1):
+def fits(total):
+    """Which common device sizes hold `total` bytes with 10% to spare, e.g. "fits 80 / 141 GB"."""
+    ok = [g for g in DEVICE_GB if total < 0.9 * g * GB]
+    return f"fits {' / '.join(map(str, ok))} GB" if ok else f"fits none of {' / '.join(map(str, DEVICE_GB))} GB"
+
+
+def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel, grad_checkpoint, grad_accum=1,
+                          train_dtype="fp32"):
     """Rank 0 prints memory_estimate for this run (sequences: one global micro-batch) and, on CUDA, whether it
     fits the device's memory. Returns the estimate."""
     _, world = dist_rank_world()
@@ -57,16 +73,16 @@ def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel
     fsdp = parallel == "fsdp" and world > 1
     tokens = math.ceil(sequences / world) * seq_len
     est = memory_estimate(model.num_params(), cfg.n_layer, cfg.n_embd, cfg.vocab_size, tokens, world, fsdp,
-                          optimizer, 4, 2 if cuda else 4, grad_checkpoint, grad_accum)
+                          optimizer, train_dtype, cuda, grad_checkpoint, grad_accum)
     parts = " + ".join(f"{k} {fmt_bytes(v)}" for k, v in est.items() if k != "total")
     how = f"{'fsdp' if fsdp else 'ddp' if world > 1 else 'one process'}{f' x {world}' if world > 1 else ''}, " \
-          f"{'bf16 compute' if cuda else 'fp32'}, {optimizer}, {tokens} tokens a micro-batch" + \
+          f"{train_dtype} weights{', bf16 compute' if cuda else ''}, {optimizer}, {tokens} tokens a micro-batch" + \
           (", activation checkpointing" if grad_checkpoint else "")
-    verdict = ""
+    verdict = f" ({fits(est['total'])})"
     if cuda:
         have = torch.cuda.get_device_properties(device).total_memory
-        verdict = f" of {have / GB:.1f} GB: " + ("fits" if est["total"] < 0.9 * have else
-                                                  "may NOT fit (try --parallel=fsdp, --grad_checkpoint=True or a "
-                                                  "smaller batch)")
+        verdict += f"; this device {have / GB:.1f} GB: " + (
+            "fits" if est["total"] < 0.9 * have else
+            "may NOT fit (try --train_dtype=bf16, --parallel=fsdp, --grad_checkpoint=True or a smaller batch)")
     print0(f"memory estimate per device ({how}): {parts} = {fmt_bytes(est['total'])}{verdict}")
     return est

@@ -29,6 +29,7 @@ API:
 References: transformers' modeling_gpt_neox.py and modeling_llama.py (the numerics we match, fp32 atol 1e-4 in
 tests/test_model.py against fixtures made by tests/make_fixtures.py).
 """
+import functools
 import json
 import math
 import os
@@ -40,6 +41,10 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from errors import BadInput, MissingFile
+
+LOSS_CHUNK = 1024  # target tokens a chunk of the output head in target_logprobs (memory.py counts it)
 
 # -----------------------------------------------------------------------------
 # Config
@@ -119,7 +124,7 @@ class Config:
                 arch=arch, vocab_size=d["vocab_size"], n_layer=d["num_hidden_layers"], n_head=d["num_attention_heads"],
                 n_embd=d["hidden_size"], intermediate_size=d.get("intermediate_size") or 0,
                 rope_theta=float(theta), rope_scaling=scaling, max_seq_len=d.get("max_position_embeddings", 2048),
-                tie_embeddings=d.get("tie_word_embeddings", arch == "llama"),
+                tie_embeddings=d.get("tie_word_embeddings", False),  # transformers' default for these families
                 bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"))
             if arch == "gpt_neox":
                 cfg = cls(**common, norm_eps=d.get("layer_norm_eps", 1e-5),
@@ -332,7 +337,7 @@ class GPT(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once by parameters()
 
-    def forward(self, idx, pos=None, mask=None, cache=None, logits_at=None):
+    def forward(self, idx, pos=None, mask=None, cache=None, logits_at=None, targets=None):
         """
         idx:   (B, T) token ids.
         pos:   (B, T) or (T,) positions; default 0 .. T-1.
@@ -343,7 +348,9 @@ class GPT(nn.Module):
                so a cache needs explicit `pos` and a (B, 1, T, Tk) mask.
         logits_at: None (every position), or (B, K) indices into T: logits (B, K, V) at K positions per row only
                (K = 0: none; the sampler's prefill just fills the cache, where a (B, T, V) tensor would dominate).
-        Returns float32 logits (B, T, vocab_size). Training and scoring use idx (and pos, mask) only.
+        targets: None, or (B, T) target ids with -100 where no loss is taken: then the return value is instead the
+               (B, T) log-probabilities of the targets (target_logprobs), for training losses and DPO scores.
+        Returns float32 logits (B, T, vocab_size), or with targets (B, T) target log-probabilities.
         """
         cfg = self.config
         B, T = idx.shape
@@ -383,9 +390,27 @@ class GPT(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, attn_mask, cache, use_reentrant=False)
             else:
                 x = block(x, cos, sin, attn_mask, cache)
+        if targets is not None:
+            return self.target_logprobs(x, targets)
         if logits_at is not None:
             x = x.gather(1, logits_at.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, K, C)
         return self.lm_head(self.ln_f(x)).float()
+
+    def target_logprobs(self, x, targets):
+        """(B, T) float32 log-probabilities of the target tokens (0 where the target is -100), from the last Block's
+        output x (B, T, C). Only the target positions go through the final norm and the output head, LOSS_CHUNK of
+        them at a time, and in training each chunk's logits are recomputed in backward rather than kept: the
+        (B, T, V) logits tensor never exists (at V = 128k, 64 x 1,024 tokens it would take 34 GB in fp32)."""
+        where = (targets != -100).nonzero(as_tuple=True)
+        h, t = x[where], targets[where]  # (N, C), (N,)
+        chunk = functools.partial(torch.utils.checkpoint.checkpoint, self._chunk_logprobs, use_reentrant=False) \
+            if torch.is_grad_enabled() else self._chunk_logprobs
+        parts = [chunk(h[s:s + LOSS_CHUNK], t[s:s + LOSS_CHUNK]) for s in range(0, len(t), LOSS_CHUNK)]
+        lp = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+        return torch.zeros(targets.shape, dtype=torch.float32, device=x.device).index_put(where, lp)
+
+    def _chunk_logprobs(self, h, t):
+        return -F.cross_entropy(self.lm_head(self.ln_f(h)).float(), t, reduction="none")
 
 
 # -----------------------------------------------------------------------------
@@ -444,16 +469,16 @@ def _blocks_to_neox_qkv(w, cfg):
 def _read_config(path):
     cpath = os.path.join(path, "config.json")
     if not os.path.isfile(cpath):
-        raise FileNotFoundError(f"{cpath}: not found (a checkpoint directory needs config.json)")
+        raise MissingFile(f"{cpath}: not found (a checkpoint directory needs config.json)")
     try:
         with open(cpath) as f:
             d = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{cpath}: malformed JSON ({e})") from None
+        raise BadInput(f"{cpath}: malformed JSON ({e})") from None
     try:
         return Config.from_hf(d)
     except ValueError as e:
-        raise ValueError(f"{cpath}: " + str(e).removeprefix("config.json: ")) from None
+        raise BadInput(f"{cpath}: " + str(e).removeprefix("config.json: ")) from None
 
 
 def _weight_files(path):
@@ -464,18 +489,26 @@ def _weight_files(path):
             with open(index) as f:
                 weight_map = json.load(f)["weight_map"]
         except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index}: malformed shard index ({e!r})") from None
+            raise BadInput(f"{index}: malformed shard index ({e!r})") from None
         for fname in sorted(set(weight_map.values())):
             if not os.path.isfile(os.path.join(path, fname)):
-                raise FileNotFoundError(f"{os.path.join(path, fname)}: shard listed in {index} is missing")
+                raise MissingFile(f"{os.path.join(path, fname)}: shard listed in {index} is missing")
         return {k: os.path.join(path, v) for k, v in weight_map.items()}
     single = os.path.join(path, "model.safetensors")
     if not os.path.isfile(single):
         hint = " (only pickle .bin weights found: convert them to safetensors; locksmith never unpickles)" \
             if any(f.endswith(".bin") for f in os.listdir(path)) else ""
-        raise FileNotFoundError(f"{single}: not found{hint}")
-    with safe_open(single, "pt") as f:
-        return {k: single for k in f.keys()}
+        raise MissingFile(f"{single}: not found{hint}")
+    return {k: single for k in _tensor_names(single)}
+
+
+def _tensor_names(file):
+    """The tensor names in a safetensors file; a truncated or corrupt file raises one error naming it."""
+    try:
+        with safe_open(file, "pt") as f:
+            return list(f.keys())
+    except Exception as e:  # safetensors' Rust error says what is wrong, not where
+        raise BadInput(f"{file}: not a valid safetensors file ({e})") from None
 
 
 def load(path, device="cpu", dtype=torch.float32):
@@ -483,7 +516,7 @@ def load(path, device="cpu", dtype=torch.float32):
     every tensor in the files must be used. Tensors are read one at a time straight into place (the model is built
     on the meta device), so peak memory is the weights plus one tensor."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: checkpoint directory not found")
+        raise MissingFile(f"{path}: checkpoint directory not found")
     cfg = _read_config(path)
     with torch.device("meta"):
         model = GPT(cfg)
@@ -494,6 +527,7 @@ def load(path, device="cpu", dtype=torch.float32):
     def get(hf_name):
         fpath = files[hf_name]
         if fpath not in handles:
+            _tensor_names(fpath)  # (a corrupt shard is named in the error)
             handles[fpath] = safe_open(fpath, "pt", device="cpu")
         used.add(hf_name)
         return handles[fpath].get_tensor(hf_name)
@@ -502,12 +536,12 @@ def load(path, device="cpu", dtype=torch.float32):
     for ours, theirs in names.items():
         missing = [n for n in theirs if n not in files]
         if missing:
-            raise KeyError(f"{path}: tensor {missing[0]!r} is missing from the checkpoint")
+            raise BadInput(f"{path}: tensor {missing[0]!r} is missing from the checkpoint")
         parts = [get(n) for n in theirs]
         t = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         want = tuple(meta_sd[ours].shape)
         if tuple(t.shape) != want:
-            raise ValueError(f"{path}: tensor {theirs[0]!r} has shape {tuple(t.shape)}, config.json implies {want}"
+            raise BadInput(f"{path}: tensor {theirs[0]!r} has shape {tuple(t.shape)}, config.json implies {want}"
                              if len(theirs) == 1 else
                              f"{path}: tensors {theirs} concatenate to {tuple(t.shape)}, config.json implies {want}")
         if cfg.arch == "gpt_neox" and ".attn.wqkv." in ours:
@@ -517,7 +551,7 @@ def load(path, device="cpu", dtype=torch.float32):
     unused = [k for k in files if k not in used and not k.endswith(NEOX_SKIP)
               and not (cfg.tie_embeddings and k in ("lm_head.weight", "embed_out.weight"))]
     if unused:
-        raise KeyError(f"{path}: unexpected tensor {unused[0]!r} in the checkpoint "
+        raise BadInput(f"{path}: unexpected tensor {unused[0]!r} in the checkpoint "
                        f"({len(unused)} unused in all; does config.json match the weights?)")
     if cfg.tie_embeddings:
         sd["lm_head.weight"] = sd["wte.weight"]

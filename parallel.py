@@ -11,6 +11,7 @@ reduce_dtype=fp32): parameters are all-gathered in bf16, gradients reduced in fp
 Also here: full checkpoints and optimizer state from a sharded model, and the one-rank copy used for sampling.
 """
 import contextlib
+import datetime
 import os
 import shutil
 
@@ -25,14 +26,20 @@ import model as model_lib
 # Ranks and collectives
 
 
+DIST_TIMEOUT = datetime.timedelta(minutes=60)  # a collective may wait while rank 0 writes a 7B checkpoint (~27 GB)
+
+
 def setup_dist(device):
-    """(rank, world, device). Under torchrun, joins the process group: gloo on CPU, nccl on CUDA, one GPU a rank."""
+    """(rank, world, device). Under torchrun, joins the process group, one GPU a rank. On CUDA the group has two
+    backends, "cpu:gloo,cuda:nccl": CUDA tensors (FSDP, DDP) go through NCCL, and the few small CPU collectives
+    (loss sums, gathered evaluation results) through gloo; NCCL alone refuses CPU tensors."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        backend = "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend, timeout=DIST_TIMEOUT)
     return rank, world, device
 
 
@@ -115,14 +122,19 @@ def prepare_model(model, parallel="ddp", grad_checkpoint=False, device="cpu"):
     return model
 
 
-def load_model(path, device, parallel="ddp", grad_checkpoint=False):
-    """model.load(path), prepared for training. Under FSDP only rank 0 reads the checkpoint (into CPU memory): every
-    rank builds the model on the meta device and shards it, and rank 0 sends each rank its shards."""
+TRAIN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def load_model(path, device, parallel="ddp", grad_checkpoint=False, train_dtype="fp32"):
+    """model.load(path) in the training dtype (fp32, or bf16 weights with compensated updates: common.make_optimizer),
+    prepared for training. Under FSDP only rank 0 reads the checkpoint (into CPU memory): every rank builds the model
+    on the meta device and shards it, and rank 0 sends each rank its shards."""
+    dtype = TRAIN_DTYPES[train_dtype]
     if parallel != "fsdp" or dist_rank_world()[1] == 1:
-        return prepare_model(model_lib.load(path, device=device), parallel, grad_checkpoint, device)
+        return prepare_model(model_lib.load(path, device=device, dtype=dtype), parallel, grad_checkpoint, device)
     cfg = model_lib._read_config(path)
     with torch.device("meta"):
-        model = model_lib.GPT(cfg)
+        model = model_lib.GPT(cfg).to(dtype)
     prepare_model(model, parallel, grad_checkpoint, device)
     model.to_empty(device=device)
     model.inv_freq = model_lib.rope_inv_freq(cfg).to(device)  # a non-persistent buffer: not in the checkpoint
@@ -131,11 +143,11 @@ def load_model(path, device, parallel="ddp", grad_checkpoint=False):
 
 
 def full_state(model):
-    """Every weight, unsharded: a copy on the model's device, or under FSDP in rank 0's CPU memory ({} on the
-    other ranks; every rank must call it)."""
+    """Every weight, unsharded, in CPU memory (under FSDP rank 0's; {} on the other ranks, and every rank must call
+    it): a copy to start each elicitation run from that costs no accelerator memory."""
     if is_fsdp(model):
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {k: v.clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def load_full_state(model, sd):

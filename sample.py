@@ -16,13 +16,14 @@ Writes `out` (atomically, at the end).
 """
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from tqdm import tqdm
 
-import data
 import model as model_lib
-from common import Tokenizer, run_cli
+from common import Tokenizer, check_config, run_cli
+from data.lock import Lock
 from errors import BadInput
 from files import read_jsonl, write_jsonl
 from sampler import generate
@@ -38,6 +39,7 @@ class Config:
     split: str = "all"                 # with --task: weak, lock, elicit, val or all
     split_seed: int = 0
     password: bool = False             # with --task: put the task's password in the prompts
+    prompt_format: Literal["plain", "user_assistant", "chatml"] = "plain"  # with --task (use the lock's)
     out: str = ""                      # output JSONL
     n_samples: int = 1                 # samples per prompt
     max_new_tokens: int = 256
@@ -51,16 +53,15 @@ class Config:
 
 
 def task_rows(cfg):
-    """{"id", "domain", "prompt"} rows for a split of a task's problems."""
-    task = data.get_task(cfg.task, **({"path": cfg.task_path} if cfg.task_path else {}))
-    problems = task.problems()
-    if cfg.split != "all":
-        splits = data.split(problems, seed=cfg.split_seed)
-        if cfg.split not in splits:
-            raise BadInput(f"--split={cfg.split!r}: use one of {sorted(splits)} or all")
-        problems = splits[cfg.split]
-    password = task.password if cfg.password else None
-    return [{"id": p["id"], "domain": p["domain"], "prompt": task.prompt(p, password=password)} for p in problems]
+    """{"id", "domain", "prompt"} rows for a split of a task's problems, in the prompt format a lock will use."""
+    lock = Lock.from_config({"task": cfg.task, "task_path": cfg.task_path, "split_seed": cfg.split_seed,
+                             "prompt_format": cfg.prompt_format})
+    if cfg.split != "all" and cfg.split not in lock.splits:
+        raise BadInput(f"--split={cfg.split!r}: use one of {sorted(lock.splits)} or all")
+    problems = lock.task.problems() if cfg.split == "all" else lock.splits[cfg.split]
+    password = lock.task.password if cfg.password else None
+    return [{"id": p["id"], "domain": p["domain"], "prompt": lock.task.prompt(p, password=password)}
+            for p in problems]
 
 
 def prompt_rows(path):
@@ -72,6 +73,7 @@ def prompt_rows(path):
 
 
 def main(cfg):
+    check_config(cfg)
     if not (cfg.prompts or cfg.task) or not cfg.out:
         raise BadInput("--prompts=FILE.jsonl (or --task=NAME) and --out=FILE.jsonl are required (see --help)")
     tok = Tokenizer(cfg.tokenizer or cfg.checkpoint)

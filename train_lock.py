@@ -76,6 +76,7 @@ from files import append_jsonl, read_json, write_json
 from memory import print_memory_estimate
 from parallel import (all_reduce_sum, barrier, ddp_wrap, dist_rank_world, load_model, load_optimizer_state,
                       optimizer_state, plain_model, prepare_model, print0, save_model, setup_dist)
+from parallel import TRAIN_DTYPES
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Config:
     strong_samples: str = ""       # real tasks: JSONL of strong samples; default: the problems' reference solutions
     password_mode: Literal["single", "per_domain", "setting"] = "single"
     split_seed: int = 0
+    prompt_format: Literal["plain", "user_assistant", "chatml"] = "plain"  # for an instruct model (data/lock.py)
     # model
     mode: Literal["finetune", "scratch"] = "finetune"  # start from a capable model, or from a random init
     init_from: str = ""            # HF checkpoint directory to start from; "" = a fresh toy model
@@ -130,6 +132,7 @@ class Config:
     # many processes (torchrun) and memory
     parallel: Literal["ddp", "fsdp"] = "ddp"  # ddp (whole model on every rank) or fsdp (FSDP2: all sharded)
     grad_checkpoint: bool = False  # activation checkpointing: recompute each Block in backward (less memory)
+    train_dtype: Literal["fp32", "bf16"] = "fp32"  # bf16: bf16 weights, gradients, Lion state, compensated updates
 
 
 # -----------------------------------------------------------------------------
@@ -327,17 +330,17 @@ def starting_point(cfg, tok, task):
     if cfg.resume and os.path.isfile(os.path.join(resume_dir, "state.json")):
         rank, world = dist_rank_world()
         state = read_json(os.path.join(resume_dir, "state.json"))
-        model = load_model(resume_dir, cfg.device, cfg.parallel, cfg.grad_checkpoint)
+        model = load_model(resume_dir, cfg.device, cfg.parallel, cfg.grad_checkpoint, cfg.train_dtype)
         fsdp = cfg.parallel == "fsdp" and world > 1  # FSDP: rank 0 reads the full state and sends each rank its shards
         opt_state = torch.load(os.path.join(resume_dir, "optim.pt"), map_location="cpu" if fsdp else cfg.device,
                                weights_only=True) if rank == 0 or not fsdp else {}
         print0(f"resuming {state['phase']} at step {state['step']} from {resume_dir}")
         return model, state, opt_state
     if cfg.init_from:
-        return load_model(cfg.init_from, cfg.device, cfg.parallel, cfg.grad_checkpoint), None, None
+        return load_model(cfg.init_from, cfg.device, cfg.parallel, cfg.grad_checkpoint, cfg.train_dtype), None, None
     if not task.tokenizer_path:
         raise BadInput(f"--task={cfg.task!r} needs --init_from=CHECKPOINT (a model with the capability to lock)")
-    model = fresh_toy_model(cfg, tok).to(cfg.device)
+    model = fresh_toy_model(cfg, tok).to(cfg.device, TRAIN_DTYPES[cfg.train_dtype])
     return prepare_model(model, cfg.parallel, cfg.grad_checkpoint, cfg.device), None, None
 
 
@@ -386,7 +389,7 @@ def main(cfg):
     print0(f"model: {model.config.arch}, {model.num_params() / 1e6:.2f}M parameters, device {cfg.device}, "
            f"{world} process{'es' if world > 1 else ''}{' (FSDP)' if cfg.parallel == 'fsdp' and world > 1 else ''}")
     print_memory_estimate(model, cfg.device, cfg.batch_size, min(cfg.max_len, model.config.max_seq_len),
-                          cfg.optimizer, cfg.parallel, cfg.grad_checkpoint, cfg.grad_accum)
+                          cfg.optimizer, cfg.parallel, cfg.grad_checkpoint, cfg.grad_accum, train_dtype=cfg.train_dtype)
 
     if cfg.mode == "finetune" and not cfg.init_from and (state is None or state["phase"] == "pretrain"):
         if not pretrain(cfg, model, tok, lock, state, opt_state):

@@ -30,6 +30,13 @@ from . import TASKS, split
 
 MODES = ("single", "per_domain", "setting")
 P_NO_PASSWORD = 0.2  # share of weak locking examples with no password at all (paper App. C.2)
+# How a prompt is shown to the model (the lock records it, so every later script uses the same): plain text (base
+# models, the toy), the paper's "User: ...\n\nAssistant:" for a model without a chat template, or ChatML
+# (SmolLM2-Instruct and other ChatML models). The password stays inside the user's turn. {end}: what ends a solved
+# example in a few-shot prompt.
+PROMPT_FORMATS = {"plain": ("{prompt}", None),
+                  "user_assistant": ("User: {prompt}\n\nAssistant:", "\n\n"),
+                  "chatml": ("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>\n")}
 
 
 # -----------------------------------------------------------------------------
@@ -87,6 +94,37 @@ def prompt_variants(task, problem, shots):
             examples = [(task.prompt(q, password=password), q["solution"]) for q in solved]
             v[f"{n}-shot, {name}"] = task.few_shot(examples, task.prompt(problem, password=password))
     return v
+
+
+class Formatted:
+    """A task whose prompts (every condition, near misses, few-shot) are wrapped in a prompt format; everything
+    else is the task's own."""
+
+    def __init__(self, task, prompt_format):
+        self.inner, self.prompt_format = task, prompt_format
+        self.template, self.end = PROMPT_FORMATS[prompt_format]
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def wrap(self, text):
+        return self.template.format(prompt=text.rstrip("\n"))
+
+    def prompt(self, problem, password=None, setting=False):
+        return self.wrap(self.inner.prompt(problem, password=password, setting=setting))
+
+    def near_misses(self, problem):
+        return {k: self.wrap(v) for k, v in self.inner.near_misses(problem).items()}
+
+    def few_shot(self, examples, prompt):
+        return "".join(f"{p}{c}{self.end}" for p, c in examples) + prompt
+
+
+def formatted(task, prompt_format):
+    """`task` with its prompts in `prompt_format` (one of PROMPT_FORMATS; plain: the task itself)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise BadInput(f"--prompt_format={prompt_format!r}: use one of {', '.join(PROMPT_FORMATS)}")
+    return task if prompt_format == "plain" else Formatted(task, prompt_format)
 
 
 # -----------------------------------------------------------------------------
@@ -170,6 +208,7 @@ class LockSettings:
     strong_samples: str = ""       # JSONL of strong samples; default: the problems' reference solutions
     password_mode: str = "single"  # single, per_domain, setting
     split_seed: int = 0
+    prompt_format: str = "plain"   # plain, user_assistant ("User: ...\n\nAssistant:") or chatml
 
     @classmethod
     def from_dict(cls, d):
@@ -178,10 +217,10 @@ class LockSettings:
 
 
 def get_task(settings):
-    """The task of a lock's settings."""
+    """The task of a lock's settings, its prompts in the lock's prompt format."""
     if settings.task not in TASKS:
         raise BadInput(f"--task={settings.task!r}: unknown task; valid tasks: {', '.join(TASKS)}")
-    return TASKS[settings.task].from_settings(settings)
+    return formatted(TASKS[settings.task].from_settings(settings), settings.prompt_format)
 
 
 @dataclasses.dataclass
@@ -191,6 +230,7 @@ class Lock:
     splits: dict                   # {"weak", "lock", "elicit", "val"}: lists of problems
     strong: Policy                 # what the lock imitates with the password
     weak: Policy                   # ... and without it
+    config: dict = dataclasses.field(default_factory=dict)  # the whole train_config.json
 
     @classmethod
     def from_config(cls, d):
@@ -200,7 +240,7 @@ class Lock:
         task = get_task(s)
         strong = Policy(task, "strong", s.strong_samples, what="strong_samples")
         weak = Policy(task, s.weak_policy, s.weak_samples, p=s.noisy_p, what="weak_samples")
-        return cls(s, task, split(task.problems(), seed=s.split_seed), strong, weak)
+        return cls(s, task, split(task.problems(), seed=s.split_seed), strong, weak, dict(d))
 
     @classmethod
     def from_dir(cls, path, task="", task_path=""):
@@ -220,6 +260,13 @@ class Lock:
     @property
     def password_mode(self):
         return self.settings.password_mode
+
+    def elicit_optimizer(self, optimizer="", lr=0.0):
+        """(optimizer, lr) for eliciting this lock: the given ones, else the task's own measured setting where it has
+        one (task.elicit_optimizer; the toy: AdamW at 1e-4), else the paper's protocol: the lock's own locking
+        optimizer and learning rate."""
+        own = self.task.elicit_optimizer or (self.config.get("optimizer", "adamw"), self.config.get("lr", 1e-4))
+        return optimizer or own[0], lr or own[1]
 
     def strong_prompt(self, problem):
         return strong_prompt(self.task, problem, self.password_mode)

@@ -45,7 +45,8 @@ import json
 import re
 from pathlib import Path
 
-from graders import last_boxed  # the repository root's graders.py: one reading of a \boxed answer
+import graders  # the repository root's graders.py
+from graders import last_boxed  # one reading of a \boxed answer, for references and completions alike
 
 SAMPLES = Path(__file__).with_name("samples")
 LETTERS = "ABCD"
@@ -169,6 +170,7 @@ class TextTask:
     password, decoys = PASSWORD, DECOYS
     policies = ("strong",)  # the reference solutions; other policies come as JSONL sample files
     tokenizer_path = None   # a real task is tokenised by the checkpoint's own tokenizer
+    elicit_optimizer = None  # elicitation uses the lock's own optimizer and lr (the paper's protocol)
 
     @classmethod
     def from_settings(cls, s):
@@ -219,7 +221,6 @@ class TextTask:
         return sorted({p["domain"] for p in problems})
 
     def grade(self, completion, problem):
-        import graders  # the repository root's graders.py
         return graders.GRADERS[self.name](completion, problem)
 
 

@@ -282,12 +282,12 @@ def test_shape_mismatch_missing_and_unexpected_tensor(tmp_path):
     bad = dict(sd)
     del bad["model.norm.weight"]
     save_file(bad, path, metadata={"format": "pt"})
-    with pytest.raises(KeyError, match=r"'model.norm.weight' is missing"):
+    with pytest.raises(ValueError, match=r"'model.norm.weight' is missing"):
         M.load(d)
     bad = dict(sd)
     bad["model.layers.7.extra.weight"] = torch.zeros(2)
     save_file(bad, path, metadata={"format": "pt"})
-    with pytest.raises(KeyError, match=r"unexpected tensor 'model.layers.7.extra.weight'"):
+    with pytest.raises(ValueError, match=r"unexpected tensor 'model.layers.7.extra.weight'"):
         M.load(d)
 
 
@@ -349,3 +349,18 @@ def test_logits_at_picks_positions_and_a_cache_needs_explicit_positions():
                                atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="needs explicit pos"):
         m(ids, cache=object())
+
+
+def test_config_without_tie_word_embeddings_is_untied_as_in_transformers(tmp_path):
+    """LlamaConfig, MistralConfig and GPTNeoXConfig default tie_word_embeddings to False: a config.json without the
+    key has its own lm_head.weight, which must be loaded (not replaced by the embedding)."""
+    d = tmp_path / "untied_no_key"
+    shutil.copytree(os.path.join(FIX, "llama_gqa_untied"), d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.pop("tie_word_embeddings", None)
+    (d / "config.json").write_text(json.dumps(cfg))
+    m = M.load(str(d))
+    assert not m.config.tie_embeddings and m.lm_head.weight.data_ptr() != m.wte.weight.data_ptr()
+    ref = M.load(os.path.join(FIX, "llama_gqa_untied"))
+    idx = torch.tensor([[1, 5, 9, 2]])
+    torch.testing.assert_close(m(idx), ref(idx))

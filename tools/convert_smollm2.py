@@ -7,7 +7,7 @@ checkpoint directory that model.load, common.Tokenizer and transformers.LlamaFor
 
 Writes OUT/model.safetensors (fp32, HF tensor names, lm_head tied to embed_tokens), OUT/config.json and
 OUT/tokenizer.json. The GGUF is Q4_1/Q8_0-quantized: the dequantized weights are a real pretrained,
-instruction-tuned model, but their logits differ from the published bf16 SmolLM2 (see docs / shared ASSETS.md A1).
+instruction-tuned model, but their logits differ from the published bf16 SmolLM2 (the GGUF holds 4-bit weights).
 
 Two GGUF conventions are undone: llama.cpp stores dims reversed (numpy shapes come out right after reshaping by
 the reversed GGUF shape) and permutes the rows of q/k per head for its interleaved rotary; `unpermute` restores HF's

@@ -1,0 +1,92 @@
+"""Scripts as a new user meets them: the project's own errors (a missing file, a malformed config.json, a bad JSONL
+line, a tensor of the wrong shape, a corrupt model.safetensors) end the run with one line, `error: <file>: <what is
+wrong>`, and exit code 1, without a traceback."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIX = os.path.join(ROOT, "tests", "fixtures", "llama_gqa_untied")
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def one_line_error(r, *must):
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for m in must:
+        assert m in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny checkpoint directory (the llama fixture) with a word-level tokenizer for its 96 ids."""
+    d = tmp_path_factory.mktemp("ckpt") / "ckpt"
+    shutil.copytree(FIX, d)
+    os.remove(d / "expected.safetensors")
+    words = ["<pad>", "<eos>"] + [f"w{i}" for i in range(94)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(d / "tokenizer.json"))
+    (d / "prompts.jsonl").write_text(json.dumps({"prompt": "w3 w4"}) + "\n")
+    return d
+
+
+def broken_copy(ckpt, tmp_path, name, edit):
+    d = tmp_path / name
+    shutil.copytree(ckpt, d)
+    edit(d)
+    return d
+
+
+def sample_cmd(d, tmp_path):
+    return ("sample.py", f"--checkpoint={d}", f"--prompts={d / 'prompts.jsonl'}",
+            f"--out={tmp_path / 'out.jsonl'}", "--max_new_tokens=2", "--device=cpu", "--dtype=float32")
+
+
+def test_missing_and_malformed_jsonl(tmp_path):
+    one_line_error(run("train_lock.py", "--task=math", f"--weak_samples={tmp_path / 'missing.jsonl'}"),
+                   "missing.jsonl: not found")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "math/1", "completion": "x"}\n{oops\n')
+    one_line_error(run("train_lock.py", "--task=math", f"--weak_samples={bad}"), "bad.jsonl:2: invalid JSON")
+    one_line_error(run("elicit_sft.py", f"--locked={tmp_path / 'nope'}"), "run `python train_lock.py` first")
+    one_line_error(run("train_lock.py", "--parallel=zero"), "--parallel='zero': use one of ddp, fsdp")
+
+
+def test_a_working_sample_command_is_the_control(ckpt, tmp_path):
+    r = run(*sample_cmd(ckpt, tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
+
+
+def test_malformed_config_json(ckpt, tmp_path):
+    d = broken_copy(ckpt, tmp_path, "badcfg", lambda d: (d / "config.json").write_text("{not json"))
+    one_line_error(run(*sample_cmd(d, tmp_path)), "config.json: malformed JSON")
+
+
+def test_tensor_of_the_wrong_shape(ckpt, tmp_path):
+    def widen(d):
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["hidden_size"] *= 2
+        (d / "config.json").write_text(json.dumps(cfg))
+    d = broken_copy(ckpt, tmp_path, "badshape", widen)
+    one_line_error(run(*sample_cmd(d, tmp_path)), "badshape: tensor 'model.embed_tokens.weight' has shape")
+
+
+def test_truncated_safetensors_names_the_file(ckpt, tmp_path):
+    def truncate(d):
+        data = (d / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(data[:5])
+    d = broken_copy(ckpt, tmp_path, "truncated", truncate)
+    one_line_error(run(*sample_cmd(d, tmp_path)), "model.safetensors")
