@@ -22,8 +22,16 @@ Sections (--sections=...):
   train     Forward + backward + AdamW step on a (train_batch, train_seq) batch, each shape.
   roofline  CUDA only: bf16 decode ms/step at batch 1 and 32 against the time to read the weights plus the KV
             cache once at the copy bandwidth measured on the device (skipped on CPU).
+  bf16      CPU only: the sampled decode rows again with both sides' weights in bf16 (CPU bf16 matmuls).
 Every timing interleaves the two sides `reps` times and keeps each side's best, so a busy machine slows both alike.
 Numbers go to stdout and runs/bench/bench.json.
+
+Measured on a 2-core CPU shared with other jobs: use --threads=1. With 2 threads, whenever another process held a
+core both sides' OpenMP regions stalled, and the same row moved by up to 10x between runs; 1 thread was stable to
+about 15%. Where the time goes (torch.profiler, 1 thread, llama-small, B=32, sampled): locksmith 28 ms a step,
+half of it the 32k x 256 output matmul (14 ms, the same matmul transformers does), 3 ms attention, 2 ms sampling;
+transformers 52 ms a step, of which 23 ms is torch.multinomial's exponential draw over the vocabulary. At B=1
+both sides spend ~80% of a step reading weights in matmuls, so the two are close.
 """
 import importlib.util
 import json
@@ -49,7 +57,7 @@ class Config:
     device: str = "cpu"
     dtype: str = "float32"          # bfloat16 on GPU
     shapes: tuple = ("llama-small", "pythia-70m")
-    sections: tuple = ("decode", "mixed", "toy", "train", "roofline")
+    sections: tuple = ("decode", "mixed", "toy", "train", "roofline", "bf16")
     batches: tuple = (1, 32)        # decode batch sizes
     prompt_len: int = 64
     new_tokens: int = 64
@@ -57,7 +65,7 @@ class Config:
     mixed_prompts: int = 256
     mixed_budget: int = 128
     mixed_batch: int = 32
-    toy_ckpt: str = "/tmp/base_runs/quick/locks/ft200k_s0"
+    toy_ckpt: str = "/tmp/base_runs/quick/quick/locks/ft200k_s0"  # a trained toy lock, when present
     toy_n: int = 2000
     toy_batches: tuple = (500, 256, 128)  # today's generate, batch_size for the toy evaluation
     old_rev: str = "5f6b2f6"        # git revision whose sampler.py + model.py are the toy's 'before'
@@ -110,21 +118,29 @@ def interleaved(fns, reps, device):
 
 
 def row(shape, what, ours, hf, unit, note=""):
-    return dict(shape=shape, what=what, ours=ours, hf=hf, unit=unit, note=note)
+    r = dict(shape=shape, what=what, ours=ours, hf=hf, unit=unit, note=note)
+    print(line(r), flush=True)  # as it comes, the table again at the end
+    return r
+
+
+def line(r):
+    better = r["ours"] / r["hf"] if r["unit"] == "tok/s" else r["hf"] / r["ours"]  # > 1: locksmith faster
+    return (f"{r['shape']:12s} {r['what']:32s} {r['ours']:10.2f} {r['unit']:>5s} {r['hf']:>11.2f} "
+            f"{better:>8.2f}x  {r['note']}")
 
 
 # -----------------------------------------------------------------------------
 # Models: one random HF model, read back by model.load
 
 
-def build(name, cfg, transformers):
-    """(hf model, our model) with identical weights, on cfg.device in cfg.dtype."""
+def build(name, cfg, transformers, dtype=None):
+    """(hf model, our model) with identical weights, on cfg.device in `dtype` (default cfg.dtype)."""
     hf_cfg = dict(SHAPES[name])
     if cfg.quick:
         hf_cfg["num_hidden_layers"] = 2
     torch.manual_seed(0)
     hf = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**hf_cfg))
-    dtype = getattr(torch, cfg.dtype)
+    dtype = dtype or getattr(torch, cfg.dtype)
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
         ours = M.load(d, device=cfg.device, dtype=dtype)
@@ -146,15 +162,15 @@ def hf_generate(hf, ids, mask, n, sampled, stop=None):
 # Sections
 
 
-def bench_decode(name, hf, ours, cfg):
-    """Fixed-length decode, greedy and sampled, at each batch size."""
+def bench_decode(name, hf, ours, cfg, modes=("greedy", "sampled"), label=""):
+    """Fixed-length decode at each batch size: greedy (tokens checked identical) and/or sampled."""
     rows, dev = [], cfg.device
     V, N = SHAPES[name]["vocab_size"], 16 if cfg.quick else cfg.new_tokens
     g = torch.Generator().manual_seed(0)
     for B in cfg.batches:
         prompts = torch.randint(10, V - 10, (B, cfg.prompt_len), generator=g)
         ids, mask = prompts.to(dev), torch.ones_like(prompts).to(dev)
-        for sampled in (False, True):
+        for sampled in [m == "sampled" for m in modes]:
             temp = 1.0 if sampled else 0.0
             generate(ours, prompts[:, :8].tolist(), 4, temperature=temp, batch_size=B)  # warm-up both
             hf_generate(hf, ids[:, :8], mask[:, :8], 4, sampled)
@@ -162,7 +178,7 @@ def bench_decode(name, hf, ours, cfg):
                 "ours": lambda: generate(ours, prompts.tolist(), N, temperature=temp, batch_size=B),
                 "hf": lambda: hf_generate(hf, ids, mask, N, sampled)}, cfg.reps, dev)
             note = "" if sampled else f"tokens identical: {outs['ours'] == outs['hf'].tolist()}"
-            rows.append(row(name, f"{'sampled T=1' if sampled else 'greedy'} B={B}", B * N / best["ours"],
+            rows.append(row(name, f"{'sampled T=1' if sampled else 'greedy'} B={B}{label}", B * N / best["ours"],
                             B * N / best["hf"], "tok/s", note))
     return rows
 
@@ -329,9 +345,10 @@ def main(cfg):
         cfg.reps, cfg.steps = 1, 1
     rows, t0 = [], time.time()
     for name in cfg.shapes:
-        hf, ours = build(name, cfg, transformers)
-        print(f"{name}: {ours.num_params() / 1e6:.1f}M parameters ({'quick: 2 layers' if cfg.quick else 'full'})",
-              flush=True)
+        if {"decode", "mixed", "train", "roofline"} & set(cfg.sections):
+            hf, ours = build(name, cfg, transformers)
+            print(f"{name}: {ours.num_params() / 1e6:.1f}M parameters ({'quick: 2 layers' if cfg.quick else 'full'})",
+                  flush=True)
         if "decode" in cfg.sections:
             rows += bench_decode(name, hf, ours, cfg)
         if "mixed" in cfg.sections and name == cfg.shapes[0]:
@@ -340,13 +357,14 @@ def main(cfg):
             rows += bench_train(name, hf, ours, cfg)
         if "roofline" in cfg.sections:
             rows += bench_roofline(name, ours, cfg)
+        if "bf16" in cfg.sections and not cfg.device.startswith("cuda"):  # both sides cast to bf16 on CPU
+            hf, ours = build(name, cfg, transformers, torch.bfloat16)
+            rows += bench_decode(name, hf, ours, cfg, modes=("sampled",), label=" bf16")
     if "toy" in cfg.sections:
         rows += bench_toy(cfg)
     print(f"\n{'shape':12s} {'benchmark':32s} {'locksmith':>14s} {'transformers':>13s} {'ratio':>7s}  note")
     for r in rows:
-        better = r["ours"] / r["hf"] if r["unit"] == "tok/s" else r["hf"] / r["ours"]  # > 1: locksmith faster
-        print(f"{r['shape']:12s} {r['what']:32s} {r['ours']:10.2f} {r['unit']:>5s} {r['hf']:>11.2f} "
-              f"{better:>8.2f}x  {r['note']}")
+        print(line(r))
     print(f"\nratio > 1: locksmith faster (for the toy rows the 'transformers' column is the old sampler, for "
           f"roofline rows the memory floor). torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{torch.get_num_threads()} threads, device {cfg.device}, {cfg.dtype}, best of {cfg.reps}, "
