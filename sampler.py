@@ -10,7 +10,8 @@ and including its first stop id, or max_new_tokens ids when none came. The comma
 JSONL is sample.py.
 
 How a call runs (gpt-fast's prefill / decode_one_token split, plus a scheduler):
-  1. Slots. `batch_size` rows decode at once (fewer when the KV-cache byte budget `kv_budget_bytes` holds fewer).
+  1. Slots. `batch_size` rows decode at once (default: all prompts; fewer when the KV-cache byte budget
+     `kv_budget_bytes` holds fewer).
      Each slot owns one row of a static cache: per layer K and V of shape (slots, H_kv, L, D) in the sampling
      dtype, L = longest prompt + max_new_tokens - 1, allocated once per call. A row has no padding inside it: its
      token at position p sits in column p, so attention runs over all L columns with the mask `column <= query
@@ -282,7 +283,7 @@ def compact(rows, cache, owner):
 
 def check_inputs(cfg, prompts, max_new_tokens, batch_size, indices):
     """One clear ValueError for input that cannot run, before anything is allocated."""
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"generate: batch_size must be at least 1, got {batch_size}")
     if max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -312,7 +313,7 @@ def n_slots(cfg, n_prompts, batch_size, length, dtype, budget):
     if budget < per_slot:
         raise ValueError(f"generate: kv_budget_bytes={budget} holds no slot: one takes {per_slot} bytes "
                          f"({length} tokens of K and V, {cfg.n_layer} layers, {dtype})")
-    return min(batch_size, n_prompts, budget // per_slot)
+    return min(batch_size or n_prompts, n_prompts, budget // per_slot)
 
 
 def sampling_model(model, dtype):
@@ -342,10 +343,11 @@ def sampling_model(model, dtype):
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, stop_ids=(), seed=0, top_k=0,
-             batch_size=64, vocab_size=None, pad_id=0, indices=None, kv_budget_bytes=None, prefill_chunk=512,
+             batch_size=None, vocab_size=None, pad_id=0, indices=None, kv_budget_bytes=None, prefill_chunk=512,
              sync_every=None, dtype=None, compile=False):
     """Continuations of `prompts` (token-id lists), in input order: each up to and including its first stop id,
-    or max_new_tokens ids. batch_size: slots decoding at once. indices: each prompt's global index for its random
+    or max_new_tokens ids. batch_size: slots decoding at once (None: every prompt at once, as one static batch
+    did, within the KV budget; pass it to get continuous batching). indices: each prompt's global index for its random
     stream (default 0, 1, ...). vocab_size: ids >= it are never sampled. pad_id: filler of padded columns (never
     seen). See the module docstring for the rest."""
     cfg = model.config
