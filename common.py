@@ -16,7 +16,6 @@ import typing
 import numpy as np
 import torch
 from tokenizers import Tokenizer as HFTokenizer
-from tqdm import tqdm
 
 from errors import BadInput, MissingFile
 from files import read_json
@@ -344,33 +343,25 @@ class CompensatedAdamW(torch.optim.Optimizer):
 
 
 @torch.no_grad()
-def greedy_completions(model, tok, prompts, max_new_tokens, batch_size=256, desc="eval", temperature=0.0, seed=0):
-    """Completions (text) for a list of prompt texts, in order. Prompts are bucketed by length so batches pad little.
-    Greedy by default (the paper's metric: temperature-0 correctness).
-    Under torchrun every rank runs a share and all get every completion back (every rank must call it). Greedy: the
-    prompts are dealt out one by one (balanced; greedy output does not depend on the batching). Sampling
-    (temperature > 0): each rank runs whole batches of the one-process order with that batch's seed (seed + the
-    batch's first position), so N processes draw exactly the samples one process draws with the same batch_size;
-    with fewer batches than ranks some ranks idle (use a smaller batch_size)."""
-    model = plain_model(model)  # sample with the raw model, not its DDP wrapper; under FSDP an unsharded copy
+def greedy_completions(model, tok, prompts, max_new_tokens, batch_size=256, desc="eval", temperature=0.0, seed=0,
+                       dtype=None):
+    """Completions (text) for a list of prompt texts, in order: one sampler.generate call, `batch_size` rows decoding
+    at once (continuous batching; fewer if the KV budget holds fewer). Greedy by default (the paper's metric:
+    temperature-0 correctness). dtype: the sampling precision (None: bf16 on GPU, the weights' own on CPU).
+    Under torchrun every rank must call it: the prompts are dealt out one by one (rank r takes r, r + N, ...), each
+    with its global index as its random stream, so N processes draw exactly the one-process samples, and every
+    rank gets every completion back."""
+    model = plain_model(model, dtype)  # the raw model, not its DDP wrapper; under FSDP an unsharded copy
     rank, world = dist_rank_world()
-    enc = [tok.encode_prompt(p) for p in prompts]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
-    if temperature > 0:
-        batches = [(s, order[s:s + batch_size]) for s in range(0, len(order), batch_size)][rank::world]
-    else:
-        share = order[rank::world]
-        batches = [(s, share[s:s + batch_size]) for s in range(0, len(share), batch_size)]
-    mine = []
+    mine = list(range(rank, len(prompts), world))
     stop = (tok.eos_id,) if tok.eos_id is not None else ()
     was_training = model.training
     model.eval()
-    for s, idx in tqdm(batches, desc=desc, leave=False, disable=rank != 0 or len(order) <= 4 * batch_size):
-        gen = generate(model, [enc[i] for i in idx], max_new_tokens, temperature=temperature, stop_ids=stop,
-                       seed=seed + s, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
-        mine += [(i, tok.decode(ids)) for i, ids in zip(idx, gen)]
+    gen = generate(model, [tok.encode_prompt(prompts[i]) for i in mine], max_new_tokens, temperature=temperature,
+                   stop_ids=stop, seed=seed, batch_size=batch_size, vocab_size=tok.vocab_size, pad_id=tok.pad_id,
+                   indices=mine, dtype=dtype, progress=desc if rank == 0 and len(mine) > batch_size else None)
     model.train(was_training)
-    return gather_indexed(mine, len(enc))
+    return gather_indexed([(i, tok.decode(ids)) for i, ids in zip(mine, gen)], len(prompts))
 
 
 def greedy_eval(model, tok, task, problems, prompts, max_new_tokens=0, batch_size=256, desc="eval"):

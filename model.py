@@ -519,7 +519,7 @@ def load(path, device="cpu", dtype=torch.float32):
         raise MissingFile(f"{path}: checkpoint directory not found")
     cfg = _read_config(path)
     with torch.device("meta"):
-        model = GPT(cfg)
+        model = GPT(cfg)  # only for the expected shapes
     files = _weight_files(path)
     names = hf_names(cfg)
     used, handles, sd = set(), {}, {}
@@ -553,12 +553,22 @@ def load(path, device="cpu", dtype=torch.float32):
     if unused:
         raise BadInput(f"{path}: unexpected tensor {unused[0]!r} in the checkpoint "
                        f"({len(unused)} unused in all; does config.json match the weights?)")
+    return from_state(cfg, sd)
+
+
+def from_state(cfg, sd):
+    """A GPT whose parameters ARE the tensors of `sd` (no copy; built on the meta device, then assigned), in eval
+    mode. A tied lm_head may be missing from sd. The rotary frequencies are recomputed in fp32 on the weights'
+    device."""
+    with torch.device("meta"):
+        model = GPT(cfg)
+    sd = dict(sd)
     if cfg.tie_embeddings:
         sd["lm_head.weight"] = sd["wte.weight"]
     model.load_state_dict(sd, strict=True, assign=True)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.wte.weight  # assign=True broke the tie: restore it
-    model.inv_freq = rope_inv_freq(cfg).to(device)
+    model.inv_freq = rope_inv_freq(cfg).to(sd["wte.weight"].device)
     return model.eval()
 
 

@@ -159,20 +159,18 @@ def load_full_state(model, sd):
         model.load_state_dict(sd)
 
 
-def plain_model(model):
+def plain_model(model, dtype=None):
     """A model that one rank can run alone (sampling, evaluation): the model itself, DDP's inner module, or under
-    FSDP an unsharded copy gathered on every rank (every rank must call it; the copy costs the full weights)."""
+    FSDP an unsharded copy on every rank (every rank must call it), in `dtype` (None: bf16 on GPU, else the
+    weights' own). The copy is gathered one tensor at a time and cast before the next, so it costs the full
+    weights in that dtype (14 GB for 7B in bf16) plus one fp32 tensor, never a full fp32 copy."""
     model = getattr(model, "module", model)
     if not is_fsdp(model):
         return model
-    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-    with torch.device("meta"):
-        copy = model_lib.GPT(model.config)
-    copy.load_state_dict(sd, assign=True)
-    if model.config.tie_embeddings:
-        copy.lm_head.weight = copy.wte.weight
-    copy.inv_freq = model.inv_freq.clone()
-    return copy.eval()
+    p0 = next(model.parameters())
+    dtype = dtype or (torch.bfloat16 if p0.is_cuda else p0.dtype)
+    sd = {n: p.full_tensor().detach().to(dtype) for n, p in model.named_parameters()}  # all-gather per tensor
+    return model_lib.from_state(model.config, sd)
 
 
 def save_model(model, path, tokenizer_path=None):
@@ -182,10 +180,7 @@ def save_model(model, path, tokenizer_path=None):
     if is_fsdp(model):
         sd = full_state(model)
         if dist_rank_world()[0] == 0:
-            with torch.device("meta"):
-                copy = model_lib.GPT(model.config)
-            copy.load_state_dict(sd, assign=True)
-            model = copy
+            model = model_lib.from_state(model.config, sd)
     if dist_rank_world()[0] == 0:
         model_lib.save(model, path)
         if tokenizer_path:
@@ -221,10 +216,10 @@ def ddp_wrap(model):
 
 
 def grad_sync(model, sync):
-    """Context for one backward: gradients are all-reduced (DDP) or reduce-scattered (FSDP) only when sync, so
-    micro-batches accumulate locally and sync once per optimizer step."""
-    if is_fsdp(model):
-        model.set_requires_gradient_sync(sync)
-    elif not sync and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+    """Context for one backward. DDP all-reduces gradients only when sync, so micro-batches accumulate locally and
+    sync once per optimizer step. FSDP reduce-scatters after every micro-batch instead: skipping it would keep
+    full unsharded fp32 gradients between syncs (28 GB at 7B on every rank); the sharded ones accumulate, at the
+    price of one reduce-scatter per micro-batch."""
+    if not sync and isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return model.no_sync()
     return contextlib.nullcontext()

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from tqdm import tqdm
 
 import model as model_lib
 from common import Tokenizer, check_config, run_cli
@@ -46,7 +45,7 @@ class Config:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
-    batch_size: int = 32
+    batch_size: int = 32               # rows decoding at once (continuous batching)
     seed: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     dtype: str = "bfloat16" if torch.cuda.is_available() else "float32"
@@ -79,18 +78,15 @@ def main(cfg):
     tok = Tokenizer(cfg.tokenizer or cfg.checkpoint)
     model = model_lib.load(cfg.checkpoint, device=cfg.device, dtype=getattr(torch, cfg.dtype))
     rows = task_rows(cfg) if cfg.task else prompt_rows(cfg.prompts)
-    jobs = [(r, k) for r in rows for k in range(cfg.n_samples)]
+    jobs = [(r, k) for r in rows for k in range(cfg.n_samples)]  # job j's random stream is (seed, j)
     stop = (tok.eos_id,) if tok.eos_id is not None else ()
-    results, t0, n_tok = [], time.time(), 0
-    for start in tqdm(range(0, len(jobs), cfg.batch_size), desc="sampling", unit="batch"):
-        batch = jobs[start:start + cfg.batch_size]
-        outs = generate(model, [tok.encode_prompt(r["prompt"]) for r, _ in batch], cfg.max_new_tokens,
-                        cfg.temperature, cfg.top_p, stop, seed=cfg.seed + start, top_k=cfg.top_k,
-                        vocab_size=tok.vocab_size, pad_id=tok.pad_id)
-        for (r, k), ids in zip(batch, outs):
-            n_tok += len(ids)
-            results.append({**r, "completion": tok.decode(ids), "completion_ids": ids, "sample_idx": k,
-                            "stopped": bool(ids) and ids[-1] in stop})
+    t0 = time.time()
+    outs = generate(model, [tok.encode_prompt(r["prompt"]) for r, _ in jobs], cfg.max_new_tokens, cfg.temperature,
+                    cfg.top_p, stop, seed=cfg.seed, top_k=cfg.top_k, batch_size=cfg.batch_size,
+                    vocab_size=tok.vocab_size, pad_id=tok.pad_id, progress="sampling")
+    results = [{**r, "completion": tok.decode(ids), "completion_ids": ids, "sample_idx": k,
+                "stopped": bool(ids) and ids[-1] in stop} for (r, k), ids in zip(jobs, outs)]
+    n_tok = sum(len(ids) for ids in outs)
     write_jsonl(cfg.out, results)
     dt = time.time() - t0
     print(f"wrote {len(results)} samples to {cfg.out} | {n_tok} tokens in {dt:.1f}s "

@@ -48,6 +48,9 @@ How a call runs (gpt-fast's prefill / decode_one_token split, plus a scheduler):
 import collections
 
 import torch
+from tqdm import tqdm
+
+import model as model_lib
 
 # -----------------------------------------------------------------------------
 # Sampling: one token per row from fp32 logits and one uniform per row
@@ -257,13 +260,15 @@ def admit(model, cache, rows, owner, waiting, prompts, uniforms, chunk, pad_id):
 
 
 def harvest(rows, owner, results):
-    """Copy finished slots' tokens to results[prompt] and free the slots (owner[slot] = -1). One host sync."""
+    """Copy finished slots' tokens to results[prompt] and free the slots (owner[slot] = -1). One host sync.
+    Returns how many finished."""
     done = rows.done.tolist()
     fin = [s for s, o in enumerate(owner) if o >= 0 and done[s]]
     if fin:
         for s, n, out in zip(fin, rows.count[fin].tolist(), rows.out[fin].tolist()):
             results[owner[s]] = out[:n]
             owner[s] = -1
+    return len(fin)
 
 
 def compact(rows, cache, owner):
@@ -324,17 +329,8 @@ def sampling_model(model, dtype):
         dtype = torch.bfloat16 if next(model.parameters()).is_cuda else have
     if dtype == have:
         return model, dtype
-    cfg = model.config
-    with torch.device("meta"):
-        copy = type(model)(cfg)
-    sd = {name: p.detach().to(dtype) for name, p in model.named_parameters()}  # a tied weight is listed once
-    if cfg.tie_embeddings:
-        sd["lm_head.weight"] = sd["wte.weight"]
-    copy.load_state_dict(sd, strict=True, assign=True)
-    if cfg.tie_embeddings:
-        copy.lm_head.weight = copy.wte.weight  # assign=True broke the tie: restore it
-    copy.inv_freq = model.inv_freq  # rotary frequencies stay fp32
-    return copy.eval(), dtype
+    # named_parameters lists a tied weight once; model_lib.from_state ties it again
+    return model_lib.from_state(model.config, {n: p.detach().to(dtype) for n, p in model.named_parameters()}), dtype
 
 
 # -----------------------------------------------------------------------------
@@ -344,12 +340,13 @@ def sampling_model(model, dtype):
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, stop_ids=(), seed=0, top_k=0,
              batch_size=None, vocab_size=None, pad_id=0, indices=None, kv_budget_bytes=None, prefill_chunk=512,
-             sync_every=None, dtype=None, compile=False):
+             sync_every=None, dtype=None, compile=False, progress=None):
     """Continuations of `prompts` (token-id lists), in input order: each up to and including its first stop id,
     or max_new_tokens ids. batch_size: slots decoding at once (None: every prompt at once, as one static batch
     did, within the KV budget; pass it to get continuous batching). indices: each prompt's global index for its random
     stream (default 0, 1, ...). vocab_size: ids >= it are never sampled. pad_id: filler of padded columns (never
-    seen). See the module docstring for the rest."""
+    seen). progress: a description for a tqdm bar over finished prompts (None: no bar). See the module docstring
+    for the rest."""
     cfg = model.config
     check_inputs(cfg, prompts, max_new_tokens, batch_size, indices)
     if not prompts or max_new_tokens == 0:
@@ -376,11 +373,13 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, stop_id
         return torch.stack([row_uniforms(seed, indices[i], N) for i in take]).to(device) if sampled else None
 
     waiting, owner, results = collections.deque(range(len(prompts))), [-1] * S, [None] * len(prompts)
+    bar = tqdm(total=len(prompts), desc=progress, unit="prompt", leave=False, disable=progress is None)
     while True:
-        harvest(rows, owner, results)
+        bar.update(harvest(rows, owner, results))
         if waiting and min(owner) < 0:
             admit(model, cache, rows, owner, waiting, prompts, uniforms, prefill_chunk, pad_id)
         elif max(owner) < 0:
+            bar.close()
             return results
         elif not compile and sum(o >= 0 for o in owner) <= len(owner) // 2:
             owner = compact(rows, cache, owner)

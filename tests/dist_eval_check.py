@@ -1,5 +1,6 @@
 """Helper for tests/test_distributed.py: completions of 37 prompts with common.greedy_completions, greedy and sampled
-at temperature 1 (batches of 5: 8 batches), written as JSON by rank 0. Run alone or under torchrun (directly or
+at temperature 1 (5 rows decoding at once), and the bf16 evaluation copy of an FSDP-sharded model (greedy
+completions from it, and whether its weights are exactly the bf16 cast of the full ones), written as JSON by rank 0. Run alone or under torchrun (directly or
 through tests/dist_run.py); the outputs must be identical.
     python tests/dist_eval_check.py --out=OUT.json
     torchrun --standalone --nproc_per_node=2 tests/dist_eval_check.py --out=OUT.json
@@ -15,7 +16,7 @@ from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers  # noqa:
 
 import model as M  # noqa: E402
 from common import Tokenizer, greedy_completions, parse_cli  # noqa: E402
-from parallel import finish_dist, setup_dist  # noqa: E402
+from parallel import finish_dist, plain_model, prepare_model, setup_dist  # noqa: E402
 
 
 @dataclass
@@ -38,6 +39,12 @@ def main(cfg):
                for n in torch.randint(1, 12, (37,), generator=g)]
     out = {"world": world, "completions": greedy_completions(m, tok, prompts, 10, batch_size=5),
            "sampled": greedy_completions(m, tok, prompts, 10, batch_size=5, temperature=1.0, seed=3)}
+    sharded = prepare_model(M.load(os.path.join(here, "fixtures", "llama_gqa_untied")), "fsdp")
+    copy = plain_model(sharded, torch.bfloat16)  # under FSDP: gathered tensor by tensor, cast to bf16
+    out["copy_dtype"] = str(next(copy.parameters()).dtype)  # one process: the model itself (generate casts it)
+    out["copy_exact"] = all(torch.equal(a, b.to(a.dtype)) for a, b in zip(copy.state_dict().values(),
+                                                                            m.state_dict().values()))
+    out["bf16_completions"] = greedy_completions(sharded, tok, prompts, 10, batch_size=5, dtype=torch.bfloat16)
     if rank == 0:
         with open(cfg.out, "w") as f:
             json.dump(out, f)

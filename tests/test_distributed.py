@@ -84,6 +84,11 @@ def test_sharded_greedy_and_sampled_evaluation_is_identical(runs):
     assert (a["world"], b["world"]) == (1, 2)
     assert a["completions"] == b["completions"] and len(a["completions"]) == 37 and all(a["completions"])
     assert a["sampled"] == b["sampled"] and a["sampled"] != a["completions"]  # same samples, and really sampled
+    assert b["copy_dtype"] == "torch.bfloat16" and b["copy_exact"]  # the FSDP evaluation copy: the bf16 cast
+    assert a["copy_dtype"] == "torch.float32" and a["copy_exact"]  # one process: no copy
+    assert a["bf16_completions"] == b["bf16_completions"]  # (one process: the plain model cast for the call)
+    agree = sum(x == y for x, y in zip(a["bf16_completions"], a["completions"]))
+    assert agree >= 30, agree  # bf16 greedy mostly follows fp32 on this fixture (near-ties may flip)
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
