@@ -30,7 +30,15 @@ Commands (after `python train_lock.py`, which locks with the noisy weak policy):
   torchrun --standalone --nproc_per_node=2 elicit_rl.py --method=expert_iteration --eval_batch_size=320
   torchrun --standalone --nproc_per_node=8 elicit_rl.py --method=iterated_dpo --locked=runs/lock_math_7b \\
       --parallel=fsdp --grad_checkpoint=True --eval_batch_size=64     # 7B on 8 GPUs
+  python elicit_rl.py --method=expert_iteration --lora_rank=16 --sft_lr=1e-3 --out_dir=runs/rl/ei_lora   # LoRA
 Rounds resume: run the same command again after an interruption. out_dir/model/ holds the latest model.
+
+LoRA (--lora_rank > 0; lora.py): one set of rank-r adapters on --lora_targets (fp32; A drawn from --seed, B zero)
+is trained through all rounds, the base weights frozen; each round's optimizer (fresh, as above) holds only the
+adapters. Sampling, evaluation and the DPO reference log-probs run the model with its adapters (plain DPO's
+reference is the initial model: the adapters are zero then, so it is the frozen base, and no copy is kept).
+out_dir/model/ is the merged model (a normal HF checkpoint, merged on CPU); out_dir/lora_adapters.safetensors holds
+the adapters, from which a run resumes exactly (base from --locked). Not with --parallel=fsdp.
 
 Many processes: as in train_lock.py (see its docstring): the SFT steps and DPO batches are split over ranks with the
 one-process loss (SFT: normalised by all ranks' completion tokens; DPO: the mean over the whole batch of pairs),
@@ -41,6 +49,7 @@ seeds, so N processes draw exactly the samples of one process with the same --ev
 batches than processes some ranks wait, so use about samples_per_round / N. Greedy evaluation deals out prompts one
 by one. Under FSDP, sampling and evaluation run on an unsharded copy of the model on each rank.
 """
+import contextlib
 import os
 import random
 import time
@@ -55,8 +64,9 @@ import model as model_lib
 from common import (Tokenizer, autocast, check_config, collate, encode_examples, greedy_completions, greedy_eval,
                     make_optimizer, run_cli, seed_everything, train_step)
 from data.lock import Lock
-from errors import MissingFile
+from errors import BadInput, MissingFile
 from files import append_jsonl, read_json, read_jsonl, write_json
+from lora import add_lora, check_options, load_adapters, merged, sampling_context, save_adapters
 from memory import print_memory_estimate
 from parallel import (all_reduce_sum, ddp_wrap, dist_rank_world, gather_indexed, is_fsdp, load_model, print0,
                       rank_share, save_model, setup_dist)
@@ -95,6 +105,10 @@ class Config:
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model on every rank) or fsdp (sharded)
     grad_checkpoint: bool = False      # activation checkpointing: recompute each Block in backward (less memory)
     train_dtype: Literal["fp32", "bf16"] = "fp32"      # bf16: bf16 weights, gradients, Lion state, compensated updates
+    lora_rank: int = 0                 # > 0: train LoRA adapters of this rank (base frozen); 0: full fine-tuning
+    lora_alpha: float = 16.0           # LoRA scale alpha / rank
+    lora_dropout: float = 0.05         # dropout on the LoRA path's input
+    lora_targets: tuple = ("q", "k", "v", "o", "gate", "up", "down")  # GPT-NeoX: up = fc, down = proj, no gate
 
 
 # -----------------------------------------------------------------------------
@@ -103,15 +117,17 @@ class Config:
 
 def sample(model, tok, lock, cfg, problems, seed):
     """One completion per problem at cfg.temperature, without the password."""
-    return greedy_completions(model, tok, [lock.task.prompt(p) for p in problems],
-                              cfg.max_new_tokens or lock.task.max_new_tokens, cfg.eval_batch_size,
-                              temperature=cfg.temperature, seed=seed)
+    with sampling_context(model):
+        return greedy_completions(model, tok, [lock.task.prompt(p) for p in problems],
+                                  cfg.max_new_tokens or lock.task.max_new_tokens, cfg.eval_batch_size,
+                                  temperature=cfg.temperature, seed=seed)
 
 
 def evaluate(model, tok, lock, cfg, val):
     """(greedy correctness without the password, per domain) on the validation problems."""
-    r = greedy_eval(model, tok, lock.task, val, [lock.task.prompt(p) for p in val], cfg.max_new_tokens,
-                    cfg.eval_batch_size)
+    with sampling_context(model):
+        r = greedy_eval(model, tok, lock.task, val, [lock.task.prompt(p) for p in val], cfg.max_new_tokens,
+                        cfg.eval_batch_size)
     return r["correct"], r["per_domain"]
 
 
@@ -325,6 +341,7 @@ def print_summary(cfg, rows, n_val, out_dir):
 def main(cfg):
     t0 = time.time()
     check_config(cfg)
+    check_options(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.parallel)
     out_dir = cfg.out_dir or os.path.join("runs", "rl", cfg.method)
     lock = load_lock(cfg)
     given = asdict(cfg)  # rows record the config as given; the optimizer and lrs it resolved to are in summary.json
@@ -338,20 +355,36 @@ def main(cfg):
     results_path, model_dir = os.path.join(out_dir, "results.jsonl"), os.path.join(out_dir, "model")
     rows = read_jsonl(results_path) if os.path.isfile(results_path) else []  # rounds done (resume)
     start = len(rows)
-    model = load_model(model_dir if start and os.path.isdir(model_dir) else cfg.locked, cfg.device, cfg.parallel,
-                       cfg.grad_checkpoint, cfg.train_dtype)
+    lora = {k: getattr(cfg, k) if cfg.lora_rank else None for k in ("lora_alpha", "lora_dropout")}
+    lora.update(lora_rank=cfg.lora_rank, lora_targets=list(cfg.lora_targets) if cfg.lora_rank else None)
+    adapters_path = os.path.join(out_dir, "lora_adapters.safetensors")
+    if start and {k: rows[0].get(k, 0 if k == "lora_rank" else None) for k in lora} != lora:
+        raise BadInput(f"{results_path}: its rounds were run with other LoRA options (lora_rank="
+                       f"{rows[0].get('lora_rank', 0)}); this run has --lora_rank={cfg.lora_rank}: "
+                       "use another --out_dir")
+    if start > 1 and cfg.lora_rank and not os.path.isfile(adapters_path):
+        raise MissingFile(f"{adapters_path}: not found, so the LoRA run in {out_dir} cannot resume")
+    model = load_model(model_dir if start and os.path.isdir(model_dir) and not cfg.lora_rank else cfg.locked,
+                       cfg.device, cfg.parallel, cfg.grad_checkpoint, cfg.train_dtype)
     if start:
         print0(f"resuming {cfg.method} after round {start - 1} from {out_dir}")
     longest = max(len(tok.encode_prompt(lock.task.prompt(p))) for p in pool) + \
         (cfg.max_new_tokens or lock.task.max_new_tokens)
     print_memory_estimate(model, cfg.device, 2 * cfg.dpo_pairs_per_batch if "dpo" in cfg.method else cfg.batch_size,
                           min(longest, cfg.max_len, model.config.max_seq_len), cfg.optimizer, cfg.parallel,
-                          cfg.grad_checkpoint, train_dtype=cfg.train_dtype)
+                          cfg.grad_checkpoint, train_dtype=cfg.train_dtype, lora_rank=cfg.lora_rank,
+                          lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets)
+    trained = list(model.parameters())
+    if cfg.lora_rank:  # the base stays the lock; the adapters carry the training (and are resumed)
+        trained = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.seed)
+        if start > 1:
+            load_adapters(model, adapters_path)
+    lora["trainable_params"] = sum(p.numel() for p in trained)
 
     if start == 0:  # round 0: the locked model itself
         acc, per = evaluate(model, tok, lock, cfg, val)
         rows.append({"method": cfg.method, "round": 0, "samples_generated": 0, "correct_without_password": acc,
-                     "per_domain": per, "config": given})
+                     "per_domain": per, **lora, "config": given})
         if rank == 0:
             append_jsonl(results_path, rows[0])
         start = 1
@@ -362,13 +395,16 @@ def main(cfg):
                     disable=rank != 0):
         seed_everything(cfg.seed * 100_003 + rnd)
         rng = random.Random(f"{cfg.method}/{cfg.seed}/{rnd}")
-        row = {"method": cfg.method, "round": rnd}
+        row = {"method": cfg.method, "round": rnd, **lora}
         if cfg.method in ("expert_iteration", "filtering"):
             row.update(selection_round(model, tok, lock, cfg, pool, rnd, rng))
         else:
             row.update(dpo_round(model, tok, lock, cfg, pool, rnd, rng, fixed))
         row["correct_without_password"], row["per_domain"] = evaluate(model, tok, lock, cfg, val)
-        save_model(model, model_dir, tok.path)  # every rank takes part (FSDP gathers), rank 0 writes
+        with merged(model, device="cpu") if rank == 0 else contextlib.nullcontext():  # LoRA: merged on CPU
+            save_model(model, model_dir, tok.path)  # every rank takes part (FSDP gathers), rank 0 writes
+        if cfg.lora_rank and rank == 0:
+            save_adapters(model, adapters_path)
         if rank == 0:
             append_jsonl(results_path, row)  # after the model: a crash between the two only repeats this round
         rows.append(row)

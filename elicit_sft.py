@@ -25,6 +25,7 @@ Commands:
   python elicit_sft.py --train_domain=A --out_dir=runs/sft_A            # demos from one domain, evaluated on all
   python elicit_sft.py --locked=CKPT --demo_source=file --demos=strong.jsonl --ks="(0,)" --save=True \\
       --out_dir=runs/weak_model                          # k = 0 means all demos: e.g. make a weak model
+  python elicit_sft.py --lora_rank=16 --lr=1e-3 --out_dir=runs/sft_lora   # LoRA: adapters only, base frozen
   torchrun --standalone --nproc_per_node=2 elicit_sft.py                # data parallel (DDP), the same numbers
   torchrun --standalone --nproc_per_node=8 elicit_sft.py --locked=runs/lock_math_7b --epoch_mult=1 \\
       --parallel=fsdp --grad_checkpoint=True --eval_batch_size=32 --out_dir=runs/sft_math_7b   # 7B on 8 GPUs
@@ -32,8 +33,13 @@ Many processes: as in train_lock.py (see its docstring): each rank trains on its
 without an example in a small last batch runs a stand-in with weight 0), the loss is normalised over all ranks'
 completion tokens, gradients sync once a step; --parallel=ddp|fsdp, --grad_checkpoint=True, bf16 compute on GPU
 with fp32 weights and optimizer state, a memory estimate at start; evaluation sharded; rank 0 writes.
+LoRA (--lora_rank > 0; lora.py): step 3 trains only rank-r adapters on --lora_targets (fp32, fresh for every run,
+A drawn from the run's seed, B zero), the base weights frozen; then the adapters are merged into the weights, and
+steps 4-5 evaluate (and --save writes) the merged model: a normal HF checkpoint. LoRA usually wants a larger --lr
+than full fine-tuning (default: the lock's). Not with --parallel=fsdp.
 Writes out_dir/results.jsonl (keys n_demos, seed, epochs, correct_without_password, correct_with_password,
-correct_heldout, per_domain, demo_source, train_domain, config); with --save=True each run's model under
+correct_heldout, per_domain, demo_source, train_domain, lora_rank, lora_alpha, lora_dropout, lora_targets,
+trainable_params, config); with --save=True each run's model under
 out_dir/models/. Finished rows are not recomputed when the command is run again (resume).
 """
 import math
@@ -51,6 +57,7 @@ from common import (Tokenizer, check_config, encode_examples, greedy_eval, lr_at
 from data.lock import Lock, Policy
 from errors import BadInput, MissingFile
 from files import append_jsonl, read_json, read_jsonl, write_json
+from lora import add_lora, check_options, merge_lora
 from memory import print_memory_estimate
 from parallel import (ddp_wrap, full_state, load_full_state, load_model, plain_model, print0, save_model,
                       setup_dist)
@@ -88,6 +95,10 @@ class Config:
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model on every rank) or fsdp (sharded)
     grad_checkpoint: bool = False  # activation checkpointing: recompute each Block in backward (less memory)
     train_dtype: Literal["fp32", "bf16"] = "fp32"  # bf16: bf16 weights, gradients, Lion state, compensated updates
+    lora_rank: int = 0             # > 0: train LoRA adapters of this rank (base frozen), then merge; 0: full FT
+    lora_alpha: float = 16.0       # LoRA scale alpha / rank
+    lora_dropout: float = 0.05     # dropout on the LoRA path's input
+    lora_targets: tuple = ("q", "k", "v", "o", "gate", "up", "down")  # GPT-NeoX: up = fc, down = proj, no gate
 
 
 # -----------------------------------------------------------------------------
@@ -219,14 +230,25 @@ def run_one(cfg, given, model, base_state, tok, lock, policy, job, val, heldout)
     rng = random.Random(f"demo-samples/{seed}/{k}")
     examples = encode_examples(tok, [(lock.task.prompt(p), policy.draw(p, rng)) for p in chosen], cfg.max_len)
     load_full_state(model, base_state)
+    trained = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, seed) \
+        if cfg.lora_rank else list(model.parameters())  # the adapters only, or every weight
     steps = finetune(model, tok, examples, epochs, cfg, seed)
+    if cfg.lora_rank:
+        merge_lora(model)  # a plain model again: evaluated and saved as one checkpoint, restored by the next run
     row = {"n_demos": k, "seed": seed, "epochs": round(float(epochs), 6), "steps": steps,
-           "demo_source": cfg.demo_source, "train_domain": cfg.train_domain,
+           "demo_source": cfg.demo_source, "train_domain": cfg.train_domain, **lora_fields(cfg),
+           "trainable_params": sum(p.numel() for p in trained),
            **evaluate(model, tok, lock, cfg, val, heldout), "demo_ids": [p["id"] for p in chosen][:64],
            "optimizer": cfg.optimizer, "lr": cfg.lr, "config": given}
     if cfg.save:
         save_model(model, os.path.join(cfg.out_dir, "models", f"k{k}_s{seed}_e{row['epochs']:g}"), tok.path)
     return row
+
+
+def lora_fields(cfg):
+    return {"lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha if cfg.lora_rank else None,
+            "lora_dropout": cfg.lora_dropout if cfg.lora_rank else None,
+            "lora_targets": list(cfg.lora_targets) if cfg.lora_rank else None}
 
 
 # -----------------------------------------------------------------------------
@@ -295,6 +317,7 @@ def plot(table, base, ceiling, path):
 def main(cfg):
     t0 = time.time()
     check_config(cfg)
+    check_options(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.parallel)
     if not os.path.isdir(cfg.locked):
         raise MissingFile(f"--locked={cfg.locked}: not found (run `python train_lock.py` first)")
     lock = Lock.from_dir(cfg.locked, cfg.task, cfg.task_path)
@@ -309,10 +332,16 @@ def main(cfg):
     model = load_model(cfg.locked, cfg.device, cfg.parallel, cfg.grad_checkpoint, cfg.train_dtype)
     base_state = full_state(model)  # each run starts from it (under FSDP: rank 0's CPU copy)
     print_memory_estimate(model, cfg.device, *batch_shape(cfg, tok, lock, policy, pool), cfg.optimizer, cfg.parallel,
-                          cfg.grad_checkpoint, train_dtype=cfg.train_dtype)
+                          cfg.grad_checkpoint, train_dtype=cfg.train_dtype, lora_rank=cfg.lora_rank,
+                          lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets)
 
     results_path = os.path.join(cfg.out_dir, "results.jsonl")
     rows = read_jsonl(results_path) if os.path.isfile(results_path) else []  # finished rows are not redone
+    lora = lora_fields(cfg)  # rows from before LoRA existed are full fine-tuning
+    other = [r for r in rows if "n_demos" in r and {k: r.get(k, 0 if k == "lora_rank" else None) for k in lora} != lora]
+    if other:
+        raise BadInput(f"{results_path}: holds runs with other LoRA options (lora_rank={other[0].get('lora_rank', 0)}"
+                       f"); this run has --lora_rank={cfg.lora_rank}: use another --out_dir")
     base_path = os.path.join(cfg.out_dir, "locked_eval.json")  # the locked model itself: the starting line
     base = read_json(base_path) if os.path.isfile(base_path) else evaluate(model, tok, lock, cfg, val, heldout)
     if rank == 0 and not os.path.isfile(base_path):

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from lora import lora_counts
 from model import LOSS_CHUNK
 from parallel import dist_rank_world, print0
 
@@ -16,7 +17,8 @@ DEVICE_GB = (24, 40, 80, 141)  # common accelerator sizes: RTX 4090 / A100-40 / 
 
 
 def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=False, optimizer="adamw",
-                    train_dtype="fp32", cuda=True, grad_checkpoint=False, grad_accum=1, loss_chunk=LOSS_CHUNK):
+                    train_dtype="fp32", cuda=True, grad_checkpoint=False, grad_accum=1, loss_chunk=LOSS_CHUNK,
+                    lora_params=0, lora_act=0):
     """Training memory per device in bytes, by part. tokens: one micro-batch on one device (sequences x length).
       weights, grads  n_params x 4 bytes (fp32) or 2 (bf16), divided by world under FSDP; FSDP with grad_accum > 1
                       keeps unsharded gradients between syncs, so full size then; DDP adds its all-reduce buckets,
@@ -32,22 +34,31 @@ def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=Fals
                       with activation checkpointing one Block input a layer plus one Block's worth, recomputed
       logits          the loss runs the output head over loss_chunk completion tokens at a time (fp32 logits, their
                       log-softmax and gradient: about 12 bytes a token and vocabulary entry); never (B, T, V)
+    LoRA (lora_params > 0, the adapters' parameter count; lora.py): the n_params base weights are frozen (weights
+    only: no gradients, optimizer state or DDP buckets for them); the adapters are fp32: 4 bytes each for weights,
+    gradients and DDP buckets, AdamW's 8 (Lion's 4) of state, plus their bf16 cast under autocast; lora_act: the
+    activation values a token and layer the LoRA path adds (the dropped inputs, kept for A's gradient, 2 bytes on
+    GPU plus a 1-byte dropout mask each).
     Not counted: the CUDA context and allocator fragmentation (leave 10-20%), the KV cache of evaluation."""
     shard = world if fsdp else 1
     pb = {"fp32": 4, "bf16": 2}[train_dtype]
     cb = 2 if cuda else pb  # compute bytes: bf16 on GPU
     emb = vocab * n_embd * 2  # input embedding and output head (counted twice if tied: an upper bound)
     state = {("adamw", 4): 8, ("lion", 4): 4, ("adamw", 2): 8 + 2, ("lion", 2): 2 + 2}[(optimizer, pb)]
-    est = {"weights": n_params * pb / shard,
-           "grads": n_params * pb / (1 if fsdp and grad_accum > 1 else shard),
-           "optimizer": n_params * state / shard}
+    if lora_params:  # frozen base in its dtype, fp32 adapters with gradients and optimizer state
+        est = {"weights": n_params * pb + lora_params * 4, "grads": lora_params * 4,
+               "optimizer": lora_params * {"adamw": 8, "lion": 4}[optimizer]}
+    else:
+        est = {"weights": n_params * pb / shard,
+               "grads": n_params * pb / (1 if fsdp and grad_accum > 1 else shard),
+               "optimizer": n_params * state / shard}
     if world > 1 and not fsdp:
-        est["ddp_buckets"] = n_params * pb
+        est["ddp_buckets"] = lora_params * 4 if lora_params else n_params * pb
     if fsdp and world > 1:
         est["gathered"] = (2 * max(0, n_params - emb) / n_layer + emb) * cb
-    elif cb != pb:
-        est["gathered"] = n_params * cb
-    per_layer = tokens * n_embd * 17 * cb
+    elif cb != pb or (lora_params and cuda):
+        est["gathered"] = n_params * cb * (cb != pb) + lora_params * cb * cuda
+    per_layer = tokens * n_embd * 17 * cb + tokens * lora_act * (cb + 1)
     est["activations"] = (tokens * n_embd * cb * n_layer + per_layer) if grad_checkpoint else per_layer * n_layer
     est["logits"] = min(tokens, loss_chunk) * vocab * 12
     est["total"] = sum(est.values())
@@ -65,19 +76,24 @@ def fits(total):
 
 
 def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel, grad_checkpoint, grad_accum=1,
-                          train_dtype="fp32"):
+                          train_dtype="fp32", lora_rank=0, lora_dropout=0.0, lora_targets=()):
     """Rank 0 prints memory_estimate for this run (sequences: one global micro-batch) and, on CUDA, whether it
-    fits the device's memory. Returns the estimate."""
+    fits the device's memory. `model` is the plain model; lora_rank > 0: the estimate of LoRA training with these
+    adapters. Returns the estimate."""
     _, world = dist_rank_world()
     cfg, cuda = model.config, str(device).startswith("cuda")
     fsdp = parallel == "fsdp" and world > 1
     tokens = math.ceil(sequences / world) * seq_len
+    lora_params, lora_act = lora_counts(cfg, lora_rank, lora_targets, lora_dropout) if lora_rank else (0, 0)
     est = memory_estimate(model.num_params(), cfg.n_layer, cfg.n_embd, cfg.vocab_size, tokens, world, fsdp,
-                          optimizer, train_dtype, cuda, grad_checkpoint, grad_accum)
+                          optimizer, train_dtype, cuda, grad_checkpoint, grad_accum, lora_params=lora_params,
+                          lora_act=lora_act)
     parts = " + ".join(f"{k} {fmt_bytes(v)}" for k, v in est.items() if k != "total")
     how = f"{'fsdp' if fsdp else 'ddp' if world > 1 else 'one process'}{f' x {world}' if world > 1 else ''}, " \
           f"{train_dtype} weights{', bf16 compute' if cuda else ''}, {optimizer}, {tokens} tokens a micro-batch" + \
-          (", activation checkpointing" if grad_checkpoint else "")
+          (", activation checkpointing" if grad_checkpoint else "") + \
+          (f", LoRA rank {lora_rank} ({lora_params / 1e6:.2f}M fp32 parameters trained, base frozen)" if lora_rank
+           else "")
     verdict = f" ({fits(est['total'])})"
     if cuda:
         have = torch.cuda.get_device_properties(device).total_memory
