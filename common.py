@@ -203,6 +203,24 @@ def encode_examples(tok, pairs, max_len):
     return [(ids[:max_len], n) for ids, n in out if n < max_len]
 
 
+def length_buckets(examples, batch_size, rng, window=32):
+    """The same examples in an order where each run of batch_size (one micro-batch) has similar lengths, so padding
+    to the longest wastes little (MATH completions run from tens to a thousand tokens). The shuffled epoch is cut
+    into windows of `window` batches; each window is sorted by length and cut into batches; the batches of the
+    epoch are then shuffled with `rng`. Every example stays in (same multiset); which examples meet in a batch is
+    still random, at the scale of a window. Examples that all have one length (the toy) come back unchanged."""
+    if len({len(ids) for ids, _ in examples}) <= 1:
+        return examples
+    span = window * batch_size
+    batches = []
+    for w in range(0, len(examples), span):
+        part = sorted(examples[w:w + span], key=lambda e: len(e[0]))
+        batches += [part[b:b + batch_size] for b in range(0, len(part), batch_size)]
+    full, tail = [b for b in batches if len(b) == batch_size], [b for b in batches if len(b) < batch_size]
+    rng.shuffle(full)
+    return [e for b in full + tail for e in b]  # a short batch stays last, where an epoch's remainder was
+
+
 def collate(examples, pad_id, device="cpu"):
     """Right-pad (ids, n_prompt) examples into a batch for next-token training.
     Returns inputs (B, T-1), targets (B, T-1) with -100 wherever no loss is taken (the prompt and the padding), so

@@ -234,3 +234,22 @@ def test_bf16_weights_with_compensated_updates_follow_fp32(name):
     assert moved > 1e-5
     assert (runs["naive"] != w0).float().mean() < 0.05  # plain bf16: only weights near 0 (fine spacing) move
     assert (runs["bf16"] - runs["fp32"]).abs().mean() < 0.05 * moved
+
+
+def test_length_buckets_keep_the_examples_and_cut_padding():
+    import random
+    from common import length_buckets
+    rng = random.Random(0)
+    examples = [([1] * rng.randint(5, 900), 3) for _ in range(1000)]
+    rng.shuffle(examples)
+    out = length_buckets(examples, 8, random.Random(1))
+    assert sorted(map(id, out)) == sorted(map(id, examples))  # the same examples, each once
+
+    def padded(ex):  # tokens run when every batch of 8 is padded to its longest
+        return sum(8 * max(len(e[0]) for e in ex[b:b + 8]) for b in range(0, len(ex), 8))
+    real = sum(len(e[0]) for e in examples)
+    assert padded(out) - real < 0.1 * (padded(examples) - real)  # over 10x less padding than shuffled batches
+    assert out != sorted(examples, key=lambda e: len(e[0]))  # batches come in random order, not shortest first
+    assert length_buckets(out, 8, random.Random(2)) != length_buckets(out, 8, random.Random(3))
+    same = [([1, 2, 3], 1) for _ in range(20)]
+    assert length_buckets(same, 4, random.Random(0)) is same  # one length: unchanged (the toy)
