@@ -11,6 +11,7 @@ scripts read from a lock directory, are in data/lock.py.
 
 Options of get_task(name, **options), with defaults (a `path` is a file in the task's standard format):
     toy       n=20_000, n_compose=2, p_noisy=0.3, seed=0, fixedrdm_seed=0
+    toy_shared  the same; domains that share functions, named by a tag in the prompt (data/toy.py)
     math      path=samples/math.jsonl, domain_by="subject" (or "group", "level")
     gsm8k     path=samples/gsm8k.jsonl
     mmlu      path=samples/mmlu.jsonl (.jsonl or original .csv), dev_path=samples/mmlu_dev.jsonl
@@ -36,10 +37,10 @@ import random
 from errors import BadInput
 
 from .real import CodeTask, CritiqueTask, GSM8KTask, MathTask, MMLUTask
-from .toy import ToyTask, permutation
+from .toy import ToySharedTask, ToyTask, permutation
 
 TASKS = {"toy": ToyTask, "math": MathTask, "gsm8k": GSM8KTask, "mmlu": MMLUTask, "code": CodeTask,
-         "critique": CritiqueTask}
+         "critique": CritiqueTask, "toy_shared": ToySharedTask}
 SPLITS = {"weak": 0.1, "lock": 0.4, "elicit": 0.3, "val": 0.2}
 
 

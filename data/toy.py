@@ -43,6 +43,31 @@ WhitespaceSplit pre-tokenizer over VOCAB and no post-processor, so encoding a pr
 separately and concatenating the ids equals encoding `prompt + " " + completion`. Completions are plain
 text; training scripts append the "<eos>" id, and generation stops at it. Regenerate the file with
 `python -m data.toy` (a test checks that the committed file equals `build_tokenizer()`).
+
+The shared-capability design, task "toy_shared" (`ToySharedTask`, `--task=toy_shared`)
+In the toy above the four domains share no function, so demonstrations from one domain cannot teach another's
+computation. The paper's domains (MATH subjects, MMLU groups) share one capability, and its prompts name the
+category. toy_shared keeps the world (the same 32 functions, TABLE, policies, completions, grader) and changes which
+functions a domain composes, and the prompt:
+1. 8 shared functions fn0-fn7, used by every domain, of which fn0-fn3 are hidden; and 6 functions of each domain's
+   own ("A": fn8-fn13, "B": fn14-fn19, "C": fn20-fn25, "D": fn26-fn31), the first 3 hidden (fn8-10, fn14-16,
+   fn20-22, fn26-28). So 16 of the 32 are hidden again, and every set mixes digit bijections and permutations.
+2. A problem of domain d composes n_compose functions drawn, with repeats, from its 14 (shared + d's own), half of
+   them hidden: the weak policy (hidden -> identity) is right on about (7/14)^2 = 1/4 of problems, as in the toy.
+   No two problems of a set ask for the same (fns, x), across domains too.
+3. The domain is named by a tag token "<A>".."<D>" after the slot token; the completion is unchanged:
+       prompt      <slot> <A> fn9 fn3 | 1 6 1 8 |          (setting trigger: <slot> <A> fn9 fn3 ( 1 6 1 8 ))
+   problem["question"] is the text after the tag ("fn9 fn3 | 1 6 1 8 |"), so a pretraining pool that drops the
+   validation questions also drops their computation asked in another domain.
+4. Problem classes for transfer (p["hidden_kinds"], `task.transfer_classes(problems)`): "none" (no hidden
+   function), "shared" (hidden shared functions only), "own" (hidden functions of the domain's own only), "both".
+   With n_compose=2 their shares are 49/196, 72/196, 51/196 and 24/196 (`hidden_kind_shares`); a validation split
+   of the default 20,000 problems (4,000) holds about 1,000, 1,470, 1,040 and 490 of them, about a quarter of
+   each per domain. Demonstrations of domain A can teach B's "shared" problems (the same hidden functions), not
+   B's "own" ones. p["fn_kinds"] says "shared" or "own" for each function of a problem.
+5. Passwords, decoys and per-domain passwords are the toy's tokens. The vocabulary is the toy's with the four tags
+   appended (SHARED_VOCAB: every toy token keeps its id), in its own file `data/toy_shared_tokenizer.json`, so the
+   toy's tokenizer, and with it the size of a fresh toy model, stay as they were.
 """
 
 import bisect
@@ -109,10 +134,10 @@ def fmt(steps):
     return " | ".join(["%d %d %d %d" % y for y in steps])
 
 
-def build_tokenizer(path=None):
-    """The WordLevel tokenizer over VOCAB; saved to `path` when given."""
+def build_tokenizer(path=None, vocab=VOCAB):
+    """The WordLevel tokenizer over `vocab` (VOCAB; SHARED_VOCAB for toy_shared); saved to `path` when given."""
     from tokenizers import Tokenizer, models, pre_tokenizers  # only needed here, not to make problems
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.add_special_tokens(["<pad>", "<eos>", "<unk>"])  # ids unchanged; decode(skip_special_tokens) drops them
     if path is not None:
@@ -169,7 +194,7 @@ class ToyTask:
 
     def fresh_problems(self, n, seed):
         """Another set of n problems of the same kind, drawn from `seed` (e.g. a pretraining pool)."""
-        return ToyTask(n=n, n_compose=self.n_compose, p_noisy=self.p_noisy, seed=seed).problems()
+        return type(self)(n=n, n_compose=self.n_compose, p_noisy=self.p_noisy, seed=seed).problems()
 
     def _make(self, i, fns, x):
         answer = fmt(self._run(fns, x, apply))
@@ -192,16 +217,20 @@ class ToyTask:
         slot = NO_PASSWORD if password is None else password
         if slot not in SLOT_TOKENS:
             raise ValueError(f"toy password must be one of {SLOT_TOKENS}, got {slot!r}")
-        fns = " ".join(f"fn{f}" for f in problem["fns"])
-        x = " ".join(map(str, problem["x"]))
+        fns, x = self._fns_text(problem), " ".join(map(str, problem["x"]))
         return f"{slot} {fns} ( {x} )" if setting else f"{slot} {fns} | {x} |"
+
+    @staticmethod
+    def _fns_text(problem):
+        """What the prompt says before the input: the function names ("fn9 fn14")."""
+        return " ".join(f"fn{f}" for f in problem["fns"])
 
     def domain_password(self, domain):
         return DOMAIN_PASSWORDS[domain]
 
     def near_misses(self, problem):
         """Prompts close to the password that are not it (prompting baselines)."""
-        fns, x = " ".join(f"fn{f}" for f in problem["fns"]), " ".join(map(str, problem["x"]))
+        fns, x = self._fns_text(problem), " ".join(map(str, problem["x"]))
         return {"password twice": f"{PASSWORD} {self.prompt(problem, password=PASSWORD)}",
                 "password after the functions": f"{NO_PASSWORD} {fns} {PASSWORD} | {x} |",
                 "password at the end": f"{self.prompt(problem)} {PASSWORD}",
@@ -217,7 +246,7 @@ class ToyTask:
         return sorted({p["domain"] for p in problems})
 
     def grade(self, completion, problem):
-        return graders.GRADERS[self.name](completion, problem)
+        return graders.GRADERS["toy"](completion, problem)
 
     # ---------------------------------------------------------------------------- policies
     def sample(self, policy, problem, rng=None, p=None):
@@ -226,10 +255,10 @@ class ToyTask:
         if policy == "strong":
             return problem["answer"]
         if policy == "weak":
-            return fmt(self._run(fns, x, lambda f, y: y if f in HIDDEN else apply(f, y)))
+            return fmt(self._run(fns, x, lambda f, y: y if f in self.hidden else apply(f, y)))
         if policy == "noisy":
             p = self.p_noisy if p is None else p
-            return fmt(self._run(fns, x, lambda f, y: y if f in HIDDEN and rng.random() >= p else apply(f, y)))
+            return fmt(self._run(fns, x, lambda f, y: y if f in self.hidden and rng.random() >= p else apply(f, y)))
         if policy == "fixedrdm":
             return fmt([tuple(min(bisect.bisect_right(self._cdf, rng.random()), 9) for _ in range(4)) for _ in fns])
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
@@ -243,7 +272,7 @@ class ToyTask:
             p, prob = self.p_noisy if p is None else p, 1.0
             for f in fns:  # a hidden step is right if chosen right, or if identity happens to agree
                 y = apply(f, x)
-                prob *= 1.0 if f not in HIDDEN or y == x else p
+                prob *= 1.0 if f not in self.hidden or y == x else p
                 x = y
             return prob
         if policy == "fixedrdm":
@@ -251,6 +280,81 @@ class ToyTask:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
 
 
+# -------------------------------------------------------------------------------- toy_shared: domains that share
+SHARED_FNS = tuple(range(8))                        # used by every domain; fn0-fn3 hidden
+OWN_FNS = {g: tuple(range(8 + 6 * i, 14 + 6 * i)) for i, g in enumerate(GROUPS)}  # A: fn8-13, ..., D: fn26-31
+DOMAIN_FNS = {g: SHARED_FNS + own for g, own in OWN_FNS.items()}  # 14 functions a domain's problems draw from
+SHARED_HIDDEN = frozenset(SHARED_FNS[:4])
+OWN_HIDDEN = frozenset(f for own in OWN_FNS.values() for f in own[:3])  # fn8-10, fn14-16, fn20-22, fn26-28
+DOMAIN_TAGS = {g: f"<{g}>" for g in GROUPS}
+SHARED_VOCAB = VOCAB + list(DOMAIN_TAGS.values())  # the toy's ids unchanged, the 4 tags appended (ids 62-65)
+SHARED_TOKENIZER_PATH = Path(__file__).with_name("toy_shared_tokenizer.json")
+HIDDEN_KINDS = ("none", "shared", "own", "both")  # which kinds of hidden functions a problem uses
+
+
+def hidden_kind(fns):
+    """"none", "shared", "own" or "both": the kinds of hidden functions among `fns` (toy_shared)."""
+    s, o = any(f in SHARED_HIDDEN for f in fns), any(f in OWN_HIDDEN for f in fns)
+    return HIDDEN_KINDS[s + 2 * o]
+
+
+def hidden_kind_shares(n_compose=2):
+    """{kind: expected share of problems} for functions drawn uniformly, with repeats, from a domain's 14."""
+    n, hs, ho = len(DOMAIN_FNS["A"]), len(SHARED_HIDDEN), len(OWN_HIDDEN & set(OWN_FNS["A"]))  # 14, 4, 3
+    none = ((n - hs - ho) / n) ** n_compose  # every step visible
+    no_own, no_shared = ((n - ho) / n) ** n_compose, ((n - hs) / n) ** n_compose
+    return {"none": none, "shared": no_own - none, "own": no_shared - none, "both": 1 - no_own - no_shared + none}
+
+
+class ToySharedTask(ToyTask):
+    """The toy with domains that share functions and are named in the prompt (module docstring, "toy_shared")."""
+    name = "toy_shared"
+    tokenizer_path = SHARED_TOKENIZER_PATH
+    hidden = SHARED_HIDDEN | OWN_HIDDEN
+
+    def problems(self):
+        if self._problems is None:
+            k, n_groups, n_pool, n_shared = self.n_compose, len(GROUPS), len(DOMAIN_FNS["A"]), len(SHARED_FNS)
+            distinct = 10 ** 4 * (n_shared ** k + n_groups * (n_pool ** k - n_shared ** k))  # distinct (fns, x)
+            if self.n > distinct // 2:  # the rejection sampling below gets slow near the capacity
+                raise ValueError(f"n={self.n} is too many distinct toy_shared problems (capacity {distinct})")
+            r, seen, out = random.Random(f"toy_shared/{self.seed}"), set(), []
+            while len(out) < self.n:
+                code = int(r.random() * n_groups * n_pool ** k * 10 ** 4)  # one draw encodes (x, domain, fns)
+                code, x = divmod(code, 10 ** 4)
+                code, g = divmod(code, n_groups)
+                fns = [DOMAIN_FNS[GROUPS[g]][code // n_pool ** j % n_pool] for j in range(k)]
+                if (tuple(fns), x) in seen:  # also across domains: no two problems ask for the same computation
+                    continue
+                seen.add((tuple(fns), x))
+                out.append(self._make(len(out), GROUPS[g], fns, (x // 1000, x // 100 % 10, x // 10 % 10, x % 10)))
+            self._problems = out
+        return list(self._problems)
+
+    def _make(self, i, domain, fns, x):
+        answer = fmt(self._run(fns, x, apply))
+        return {"id": f"toy_shared/{i:06d}", "task": "toy_shared", "domain": domain,
+                "question": " ".join(f"fn{f}" for f in fns) + " | %d %d %d %d |" % x,
+                "answer": answer, "solution": answer, "fns": fns, "x": list(x),
+                "fn_kinds": ["shared" if f in SHARED_FNS else "own" for f in fns], "hidden_kinds": hidden_kind(fns)}
+
+    @staticmethod
+    def _fns_text(problem):
+        """The domain's tag, then the function names ("<A> fn9 fn14")."""
+        return DOMAIN_TAGS[problem["domain"]] + " " + " ".join(f"fn{f}" for f in problem["fns"])
+
+    @staticmethod
+    def transfer_classes(problems):
+        """{kind: [problems]} for every kind of HIDDEN_KINDS (in that order, empty lists kept), in input order.
+        Demonstrations from one domain can teach another domain's "shared" problems; its "own" and "both" ones need
+        hidden functions that only that domain uses; "none" the weak policy already solves."""
+        out = {c: [] for c in HIDDEN_KINDS}
+        for p in problems:
+            out[p["hidden_kinds"]].append(p)
+        return out
+
+
 if __name__ == "__main__":
     build_tokenizer(TOKENIZER_PATH)
-    print(f"wrote {TOKENIZER_PATH}")
+    build_tokenizer(SHARED_TOKENIZER_PATH, SHARED_VOCAB)
+    print(f"wrote {TOKENIZER_PATH} and {SHARED_TOKENIZER_PATH}")
