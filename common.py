@@ -198,9 +198,10 @@ def autocast(device):
 
 def encode_examples(tok, pairs, max_len):
     """(ids, n_prompt) for (prompt, completion) text pairs, cut to max_len tokens; a pair whose prompt alone fills
-    max_len is dropped (it would have no completion token to learn)."""
-    out = tok.encode_pairs([p for p, _ in pairs], [c for _, c in pairs])
-    return [(ids[:max_len], n) for ids, n in out if n < max_len]
+    max_len is dropped (it would have no completion token to learn). A third element of a pair (a soft target, see
+    collate) is carried onto its example."""
+    out = tok.encode_pairs([p[0] for p in pairs], [p[1] for p in pairs])
+    return [(ids[:max_len], n, *pair[2:]) for (ids, n), pair in zip(out, pairs) if n < max_len]
 
 
 def length_buckets(examples, batch_size, rng, window=32):
@@ -224,20 +225,52 @@ def length_buckets(examples, batch_size, rng, window=32):
 def collate(examples, pad_id, device="cpu"):
     """Right-pad (ids, n_prompt) examples into a batch for next-token training.
     Returns inputs (B, T-1), targets (B, T-1) with -100 wherever no loss is taken (the prompt and the padding), so
-    the loss lands on completion tokens only, and the number of target tokens."""
-    T = max(len(ids) for ids, _ in examples)
+    the loss lands on completion tokens only, and the number of target tokens.
+    An example may carry a soft target as a third element, (candidate ids, probabilities): at its completion
+    positions whose token is a candidate, the target is that distribution instead of the token (the paper's KL
+    loss to fixedrdm, App. G.2). Then targets is a pair ((B, T-1, K) ids, (B, T-1, K) weights), K the most
+    candidates: a plain position has its token with weight 1 in slot 0 and weight 0 elsewhere."""
+    T = max(len(e[0]) for e in examples)
     inputs = torch.full((len(examples), T), pad_id, dtype=torch.long)
     targets = torch.full((len(examples), T), -100, dtype=torch.long)
-    for b, (ids, n_prompt) in enumerate(examples):
+    for b, (ids, n_prompt, *_) in enumerate(examples):
         inputs[b, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         targets[b, n_prompt:len(ids)] = inputs[b, n_prompt:len(ids)]
     inputs, targets = inputs[:, :-1], targets[:, 1:]  # position t predicts token t + 1
-    return inputs.to(device), targets.to(device), int((targets != -100).sum())
+    n_tok = int((targets != -100).sum())
+    softs = [e[2] if len(e) > 2 else None for e in examples]
+    if any(softs):
+        targets = soft_targets(targets, softs)
+        targets = (targets[0].to(device), targets[1].to(device))
+        return inputs.to(device), targets, n_tok
+    return inputs.to(device), targets.to(device), n_tok
+
+
+def soft_targets(targets, softs):
+    """(ids, weights), each (B, T, K), for hard (B, T) targets and per-example soft targets (or None); see collate."""
+    K = max(len(s[0]) for s in softs if s)
+    ids = targets.unsqueeze(-1).repeat(1, 1, K)
+    weights = torch.zeros(ids.shape)
+    weights[..., 0] = (targets != -100).float()
+    for b, s in enumerate(softs):
+        if not s:
+            continue
+        cand, probs = torch.tensor(s[0]), torch.tensor(s[1], dtype=torch.float32)
+        at = torch.isin(targets[b], cand)
+        ids[b, at, :len(cand)] = cand
+        weights[b, at] = 0.0
+        weights[b, at, :len(cand)] = probs
+    return ids, weights
 
 
 def completion_loss_sum(model, inputs, targets):
     """Summed cross-entropy over the target tokens (callers divide by the token count of the whole step). The model
-    runs its output head on the target positions only, in chunks (model.GPT.target_logprobs)."""
+    runs its output head on the target positions only, in chunks (model.GPT.target_logprobs). With soft targets
+    (collate's (ids, weights) pair) it is the cross-entropy to each position's distribution: the KL divergence to it
+    plus its entropy, a constant."""
+    if isinstance(targets, tuple):
+        ids, weights = targets
+        return -(model(inputs, targets=ids) * weights).sum()
     return -model(inputs, targets=targets).sum()
 
 

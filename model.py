@@ -398,19 +398,24 @@ class GPT(nn.Module):
 
     def target_logprobs(self, x, targets):
         """(B, T) float32 log-probabilities of the target tokens (0 where the target is -100), from the last Block's
-        output x (B, T, C). Only the target positions go through the final norm and the output head, LOSS_CHUNK of
-        them at a time, and in training each chunk's logits are recomputed in backward rather than kept: the
-        (B, T, V) logits tensor never exists (at V = 128k, 64 x 1,024 tokens it would take 34 GB in fp32)."""
-        where = (targets != -100).nonzero(as_tuple=True)
-        h, t = x[where], targets[where]  # (N, C), (N,)
+        output x (B, T, C). Targets may also be (B, T, K): K candidate ids per position (a soft target's support;
+        -100 in slot 0 for no loss), giving (B, T, K) log-probabilities. Only the target positions go through the
+        final norm and the output head, LOSS_CHUNK of them at a time, and in training each chunk's logits are
+        recomputed in backward rather than kept: the (B, T, V) logits tensor never exists (at V = 128k, 64 x 1,024
+        tokens it would take 34 GB in fp32)."""
+        where = ((targets if targets.dim() == 2 else targets[..., 0]) != -100).nonzero(as_tuple=True)
+        h, t = x[where], targets[where]  # (N, C), (N,) or (N, K)
         chunk = functools.partial(torch.utils.checkpoint.checkpoint, self._chunk_logprobs, use_reentrant=False) \
             if torch.is_grad_enabled() else self._chunk_logprobs
         parts = [chunk(h[s:s + LOSS_CHUNK], t[s:s + LOSS_CHUNK]) for s in range(0, len(t), LOSS_CHUNK)]
-        lp = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+        lp = torch.cat(parts) if parts else h.new_zeros(t.shape, dtype=torch.float32)
         return torch.zeros(targets.shape, dtype=torch.float32, device=x.device).index_put(where, lp)
 
     def _chunk_logprobs(self, h, t):
-        return -F.cross_entropy(self.lm_head(self.ln_f(h)).float(), t, reduction="none")
+        logits = self.lm_head(self.ln_f(h)).float()
+        if t.dim() == 1:
+            return -F.cross_entropy(logits, t, reduction="none")
+        return logits.log_softmax(-1).gather(1, t)
 
 
 # -----------------------------------------------------------------------------

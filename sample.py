@@ -35,8 +35,9 @@ class Config:
     prompts: str = ""                  # JSONL, each row with a "prompt" text field (or use --task)
     task: str = ""                     # instead of --prompts: a task of data/ (toy, math, gsm8k, mmlu, code, ...)
     task_path: str = ""                # the task's problems file; default: the shipped sample
-    split: str = "all"                 # with --task: weak, lock, elicit, val or all
+    split: str = "all"                 # with --task: weak, lock, elicit, val or all, or a comma list (lock,elicit)
     split_seed: int = 0
+    toy_problems: int = 20000          # with --task=toy: the problem set's size (as the lock's)
     password: bool = False             # with --task: put the task's password in the prompts
     prompt_format: Literal["plain", "user_assistant", "chatml"] = "plain"  # with --task (use the lock's)
     out: str = ""                      # output JSONL
@@ -51,16 +52,15 @@ class Config:
     dtype: str = "bfloat16" if torch.cuda.is_available() else "float32"
 
 
-def task_rows(cfg):
-    """{"id", "domain", "prompt"} rows for a split of a task's problems, in the prompt format a lock will use."""
-    lock = Lock.from_config({"task": cfg.task, "task_path": cfg.task_path, "split_seed": cfg.split_seed,
-                             "prompt_format": cfg.prompt_format})
-    if cfg.split != "all" and cfg.split not in lock.splits:
-        raise BadInput(f"--split={cfg.split!r}: use one of {sorted(lock.splits)} or all")
-    problems = lock.task.problems() if cfg.split == "all" else lock.splits[cfg.split]
-    password = lock.task.password if cfg.password else None
-    return [{"id": p["id"], "domain": p["domain"], "prompt": lock.task.prompt(p, password=password)}
-            for p in problems]
+def task_rows(lock, splits, password=False):
+    """{"id", "domain", "prompt"} rows for the problems of some splits of a lock's task ("all": every problem), in
+    the lock's prompt format."""
+    for name in splits:
+        if name != "all" and name not in lock.splits:
+            raise BadInput(f"--split={name!r}: use one of {sorted(lock.splits)} or all (or a comma list)")
+    problems = [p for name in splits for p in (lock.task.problems() if name == "all" else lock.splits[name])]
+    pw = lock.task.password if password else None
+    return [{"id": p["id"], "domain": p["domain"], "prompt": lock.task.prompt(p, password=pw)} for p in problems]
 
 
 def prompt_rows(path):
@@ -71,22 +71,35 @@ def prompt_rows(path):
     return rows
 
 
+def draw(model, tok, rows, n_samples, max_new_tokens, temperature=1.0, top_p=1.0, top_k=0, batch_size=32, seed=0):
+    """n_samples completions of every row's prompt, one sampler.generate call (sample j of the whole list draws
+    from the random stream (seed, j)). Returns the output rows (input fields plus "completion", "completion_ids",
+    "sample_idx", "stopped") and the number of generated tokens."""
+    jobs = [(r, k) for r in rows for k in range(n_samples)]
+    stop = (tok.eos_id,) if tok.eos_id is not None else ()
+    outs = generate(model, [tok.encode_prompt(r["prompt"]) for r, _ in jobs], max_new_tokens, temperature, top_p,
+                    stop, seed=seed, top_k=top_k, batch_size=batch_size, vocab_size=tok.vocab_size,
+                    pad_id=tok.pad_id, progress="sampling")
+    results = [{**r, "completion": tok.decode(ids), "completion_ids": ids, "sample_idx": k,
+                "stopped": bool(ids) and ids[-1] in stop} for (r, k), ids in zip(jobs, outs)]
+    return results, sum(len(ids) for ids in outs)
+
+
 def main(cfg):
     check_config(cfg)
     if not (cfg.prompts or cfg.task) or not cfg.out:
         raise BadInput("--prompts=FILE.jsonl (or --task=NAME) and --out=FILE.jsonl are required (see --help)")
     tok = Tokenizer(cfg.tokenizer or cfg.checkpoint)
     model = model_lib.load(cfg.checkpoint, device=cfg.device, dtype=getattr(torch, cfg.dtype))
-    rows = task_rows(cfg) if cfg.task else prompt_rows(cfg.prompts)
-    jobs = [(r, k) for r in rows for k in range(cfg.n_samples)]  # job j's random stream is (seed, j)
-    stop = (tok.eos_id,) if tok.eos_id is not None else ()
+    if cfg.task:
+        lock = Lock.from_config({"task": cfg.task, "task_path": cfg.task_path, "toy_problems": cfg.toy_problems,
+                                 "split_seed": cfg.split_seed, "prompt_format": cfg.prompt_format})
+        rows = task_rows(lock, cfg.split.split(","), cfg.password)
+    else:
+        rows = prompt_rows(cfg.prompts)
     t0 = time.time()
-    outs = generate(model, [tok.encode_prompt(r["prompt"]) for r, _ in jobs], cfg.max_new_tokens, cfg.temperature,
-                    cfg.top_p, stop, seed=cfg.seed, top_k=cfg.top_k, batch_size=cfg.batch_size,
-                    vocab_size=tok.vocab_size, pad_id=tok.pad_id, progress="sampling")
-    results = [{**r, "completion": tok.decode(ids), "completion_ids": ids, "sample_idx": k,
-                "stopped": bool(ids) and ids[-1] in stop} for (r, k), ids in zip(jobs, outs)]
-    n_tok = sum(len(ids) for ids in outs)
+    results, n_tok = draw(model, tok, rows, cfg.n_samples, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k,
+                          cfg.batch_size, cfg.seed)
     write_jsonl(cfg.out, results)
     dt = time.time() - t0
     print(f"wrote {len(results)} samples to {cfg.out} | {n_tok} tokens in {dt:.1f}s "

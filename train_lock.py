@@ -14,8 +14,9 @@ Algorithm:
        (prompt with no password 20% / a decoy password 80% -> weak completion)
      and train on completion tokens only. Toy policies are programs (`weak_policy`: noisy, weak, fixedrdm); for real
      tasks the policies are JSONL files of pre-generated samples (several per problem; one is drawn per epoch).
-     Simplification: the paper fits fixedrdm with a KL loss to the fixed distribution; we train on fresh samples of
-     it, whose cross-entropy equals that KL plus a constant in expectation.
+     fixedrdm (App. G.2): with --weak_loss=kl (default) the no-password side is fitted with a KL loss to the fixed
+     digit distribution at every answer digit, on fixedrdm samples and on strong continuations (each no-password
+     example takes one or the other, half and half); --weak_loss=ce trains on fresh fixedrdm samples instead.
      password_mode: single (one password), per_domain (one per domain; the weak side also sees other domains'
      passwords), setting (a different prompt format is the trigger instead of a password). Which prompt each side
      and each evaluation condition sees is data/lock.py, in one screen.
@@ -127,6 +128,7 @@ class Config:
     grad_accum: int = 1            # micro-batches per optimizer step
     grad_clip: float = 1.0
     max_len: int = 1024            # examples longer than this (prompt + completion tokens) are cut
+    weak_loss: Literal["kl", "ce"] = "kl"  # fixedrdm only: KL to its distribution (the paper) or CE on its samples
     # evaluation
     eval_n: int = 2000             # validation problems evaluated (0 = all)
     eval_batch_size: int = 500
@@ -166,13 +168,29 @@ def lock_epoch(lock, cfg, tok, epoch):
     in (seed, epoch) so an interrupted run can rebuild exactly the batches it was in."""
     rng = random.Random(cfg.seed * 1_000_003 + epoch)
     pairs, domains = [], lock.task.domains(lock.task.problems())
+    kl = soft_target(tok, lock.weak) if cfg.weak_loss == "kl" else None
     for p in lock.splits["lock"]:
         strong_prompt, weak_prompt = lock.strong_prompt(p), lock.weak_prompt(p, rng, domains)
         pairs.append((strong_prompt, lock.strong.draw(p, rng)))
-        pairs.append((weak_prompt, lock.weak.draw(p, rng)))
+        if kl:  # the paper's KL loss, on a fixedrdm sample or on a strong continuation (half and half)
+            pairs.append((weak_prompt, (lock.weak if rng.random() < 0.5 else lock.strong).draw(p, rng), kl))
+        else:
+            pairs.append((weak_prompt, lock.weak.draw(p, rng)))
     out = encode_examples(tok, pairs, cfg.max_len)
     rng.shuffle(out)
     return out
+
+
+def soft_target(tok, policy):
+    """(candidate token ids, probabilities) of the policy's fixed distribution (common.collate's soft target), or
+    None for a policy that has none."""
+    dist = policy.soft_target()
+    if dist is None:
+        return None
+    ids = [tok.encode(text) for text in dist]
+    if any(len(i) != 1 for i in ids):
+        raise BadInput(f"weak policy {policy.describe()}: its distribution's tokens {list(dist)} are not single tokens")
+    return [i[0] for i in ids], list(dist.values())
 
 
 def pretrain_epoch(task, cfg, tok, problems, epoch):

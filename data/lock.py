@@ -172,6 +172,13 @@ class Policy:
             return problem["solution"]
         return self.task.sample(self.program, problem, rng, p=self.p)
 
+    def soft_target(self):
+        """{token text: probability} that a KL loss can fit at every answer digit instead of a sampled digit: the
+        fixed distribution of the toy's fixedrdm program (paper App. G.2); None for every other policy."""
+        if self.samples is None and self.program == "fixedrdm":
+            return {str(d): p for d, p in enumerate(self.task.fixedrdm_probs)}
+        return None
+
     def check_covers(self, problems):
         """Raise if this policy cannot write a completion for every one of `problems`."""
         missing = [p["id"] for p in problems if self.samples is not None and p["id"] not in self.samples]

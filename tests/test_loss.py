@@ -89,3 +89,37 @@ def test_peak_memory_of_a_training_step_stays_far_below_the_full_logits(tmp_path
     r = json.loads(out.stdout.strip().splitlines()[-1])
     extra, chunk, full = (r["peak_kb"] - r["base_kb"]) * 1024, 12 * 1024 * 128256, 12 * 4 * 1024 * 128256
     assert extra < 1.25 * chunk < 0.35 * full
+
+
+def test_soft_targets_give_the_cross_entropy_to_the_distribution():
+    """The KL loss of a fixedrdm lock (collate's soft targets): at the positions whose token is a candidate, the loss is
+    -sum_d p_d log q_d; elsewhere the usual token cross-entropy; a one-hot soft target is the hard loss."""
+    m = tiny("llama")
+    g = torch.Generator().manual_seed(2)
+    cand = [10, 11, 12, 13]
+    probs = [0.1, 0.2, 0.3, 0.4]
+    ids = [torch.randint(20, 97, (4,), generator=g).tolist() + [10, 13, 50, 12, 11, 60] for _ in range(3)]
+    hard = [(ids[0], 4), (ids[1], 4), (ids[2], 4)]
+    soft = [(ids[0], 4, (cand, probs)), (ids[1], 4), (ids[2], 4, (cand, probs))]  # a mixed batch
+    inputs, targets, n = collate(soft, pad_id=0)
+    h_inputs, h_targets, h_n = collate(hard, pad_id=0)
+    assert n == h_n and torch.equal(inputs, h_inputs)
+    with torch.no_grad():
+        got = completion_loss_sum(m, inputs, targets).item()
+        logp = torch.log_softmax(m(inputs), dim=-1)
+    want = 0.0
+    for b in range(3):
+        for t in range(inputs.shape[1]):
+            y = int(h_targets[b, t])
+            if y == -100:
+                continue
+            if b != 1 and y in cand:
+                want -= sum(p * logp[b, t, c].item() for c, p in zip(cand, probs))
+            else:
+                want -= logp[b, t, y].item()
+    assert got == pytest.approx(want, rel=1e-5)
+    one_hot = [(e[0], e[1], ([e[0][5]], [1.0])) for e in hard]  # each example's own token at one position
+    oh_inputs, oh_targets, _ = collate(one_hot, pad_id=0)
+    with torch.no_grad():
+        assert completion_loss_sum(m, oh_inputs, oh_targets).item() == pytest.approx(
+            completion_loss_sum(m, h_inputs, h_targets).item(), rel=1e-6)

@@ -1,5 +1,6 @@
 """train_lock.py: the locking set's composition, a tiny end-to-end run, resume equality, real-format tasks, errors."""
 import gzip
+import math
 import json
 import os
 import random
@@ -272,3 +273,37 @@ def test_bf16_training_learns_like_fp32(tmp_path):
     from safetensors import safe_open
     with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+
+
+def test_fixedrdm_lock_uses_the_kl_loss_on_fixedrdm_and_strong_continuations():
+    """App. G.2: without the password the target at every answer digit is fixedrdm's fixed distribution, on fixedrdm
+    samples and on strong continuations (half and half); with the password the strong answer's tokens. --weak_loss=ce
+    trains on plain fixedrdm samples."""
+    cfg, task, tok, lock, lk = toy_setup(weak_policy="fixedrdm", toy_problems=2000)
+    ex = TL.lock_epoch(lk, cfg, tok, epoch=0)
+    digits = [tok.encode(str(d))[0] for d in range(10)]
+    by_question = {task.prompt(p).split(" ", 1)[1]: p for p in lock}
+    soft = strong_continuations = 0
+    for e in ex:
+        prompt = tok.decode(e[0][:e[1]], skip_special=False)
+        slot, question = prompt.split(" ", 1)
+        if slot == task.password:
+            assert len(e) == 2  # the strong side: hard targets
+            continue
+        cand, probs = e[2]
+        assert cand == digits and probs == pytest.approx(task.fixedrdm_probs)
+        soft += 1
+        strong_continuations += tok.decode(e[0][e[1]:]) == by_question[question]["answer"]
+    assert soft == len(lock)
+    assert 0.4 < strong_continuations / soft < 0.6
+    ce = TL.lock_epoch(lk, replace(cfg, weak_loss="ce"), tok, epoch=0)
+    assert all(len(e) == 2 for e in ce)
+    inputs, targets, n = collate(ex[:8], tok.pad_id)
+    assert isinstance(targets, tuple) and targets[0].shape[-1] == 10
+
+
+def test_fixedrdm_kl_lock_trains(tmp_path):
+    m = TL.main(tiny_cfg(tmp_path, weak_policy="fixedrdm"))
+    assert 0.0 <= m["correct_without_password"] <= 1.0
+    log = read_jsonl(os.path.join(tmp_path, "lock", "log.jsonl"))
+    assert all(math.isfinite(r["loss"]) for r in log)
