@@ -119,6 +119,7 @@ class Config:
     pretrain_lr: float = 1e-3
     # locking
     epochs: int = 2                # passes over the lock split (each pass: every problem twice, strong and weak)
+    lock_examples: int = 0         # distinct locking examples (2 per lock problem): the first N/2 problems; 0 = all
     lr: float = 5e-4
     optimizer: Literal["adamw", "lion"] = "adamw"  # lion is the paper's (use a ~10x smaller lr)
     weight_decay: float = 0.01
@@ -330,6 +331,12 @@ def load_lock(cfg):
         if not lock.splits[name]:
             raise BadInput(f"--task={cfg.task!r}: the {name} split is empty "
                            f"({len(lock.task.problems())} problems in all)")
+    if cfg.lock_examples:  # the amount of locking data (Fig. 6): the first lock_examples / 2 problems of the split
+        n = cfg.lock_examples // 2
+        if n > len(lock.splits["lock"]):
+            raise BadInput(f"--lock_examples={cfg.lock_examples} needs {n} lock-split problems; the split has "
+                           f"{len(lock.splits['lock'])} (raise --toy_problems)")
+        lock.splits["lock"] = lock.splits["lock"][:n]
     lock.weak.check_covers(lock.splits["lock"])
     lock.strong.check_covers(lock.splits["lock"])
     return lock

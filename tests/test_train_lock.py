@@ -307,3 +307,13 @@ def test_fixedrdm_kl_lock_trains(tmp_path):
     assert 0.0 <= m["correct_without_password"] <= 1.0
     log = read_jsonl(os.path.join(tmp_path, "lock", "log.jsonl"))
     assert all(math.isfinite(r["loss"]) for r in log)
+
+
+def test_lock_examples_sets_the_amount_of_locking_data(tmp_path):
+    cfg, task, tok, lock, lk = toy_setup(toy_problems=2000, lock_examples=200)
+    lk = TL.load_lock(cfg)
+    assert len(lk.splits["lock"]) == 100 and len(TL.lock_epoch(lk, cfg, tok, 0)) == 200
+    full = TL.load_lock(replace(cfg, lock_examples=0))
+    assert lk.splits["lock"] == full.splits["lock"][:100]  # a prefix of the same split: nested amounts
+    with pytest.raises(BadInput, match="lock_examples=2000 needs 1000 lock-split problems"):
+        TL.load_lock(replace(cfg, lock_examples=2000))
