@@ -20,6 +20,7 @@ A `Lock` holds what the elicitation scripts need to know about a lock: the task,
 password mode and the two policies (what the lock imitates with and without the password). `Lock.from_dir(path)`
 reads it from the train_config.json that train_lock.py writes; LockSettings holds the defaults, one set for all.
 """
+import collections
 import dataclasses
 import os
 
@@ -230,6 +231,24 @@ def get_task(settings):
     return formatted(TASKS[settings.task].from_settings(settings), settings.prompt_format)
 
 
+POLICY_FIELDS = ("weak_policy", "weak_samples", "strong_samples", "password_mode")  # the Lock's, not the task's
+_RECENT = collections.OrderedDict()  # settings -> (task, splits): the last few, for scripts run many times in one process
+
+
+def task_and_splits(settings):
+    """(task, its 10/40/30/20 splits) for a lock's settings, remembered for the last 4 settings: building a large
+    toy set (250,000 problems: seconds) once per run adds up over the hundreds of runs of report.py."""
+    key = tuple(sorted((k, v) for k, v in dataclasses.asdict(settings).items() if k not in POLICY_FIELDS))
+    if key not in _RECENT:
+        task = get_task(settings)
+        _RECENT[key] = (task, split(task.problems(), seed=settings.split_seed))
+        while len(_RECENT) > 4:
+            _RECENT.popitem(last=False)
+    _RECENT.move_to_end(key)
+    task, splits = _RECENT[key]
+    return task, {name: list(ps) for name, ps in splits.items()}  # the caller may cut its own lists
+
+
 @dataclasses.dataclass
 class Lock:
     settings: LockSettings
@@ -244,10 +263,10 @@ class Lock:
         s = LockSettings.from_dict(d)
         if s.password_mode not in MODES:
             raise BadInput(f"--password_mode={s.password_mode!r}: use one of {', '.join(MODES)}")
-        task = get_task(s)
+        task, splits = task_and_splits(s)
         strong = Policy(task, "strong", s.strong_samples, what="strong_samples")
         weak = Policy(task, s.weak_policy, s.weak_samples, p=s.noisy_p, what="weak_samples")
-        return cls(s, task, split(task.problems(), seed=s.split_seed), strong, weak, dict(d))
+        return cls(s, task, splits, strong, weak, dict(d))
 
     @classmethod
     def from_dir(cls, path, task="", task_path=""):

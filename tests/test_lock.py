@@ -141,3 +141,14 @@ def test_lock_round_trip(locked):
     assert other.task.name == "gsm8k"
     with pytest.raises(FileNotFoundError, match="train_config.json: not found"):
         Lock.from_dir(os.path.dirname(locked))
+
+
+def test_task_and_splits_are_remembered_per_task_settings_not_per_policy():
+    from data.lock import Lock
+    a = Lock.from_config({"toy_problems": 1500})
+    b = Lock.from_config({"toy_problems": 1500, "weak_policy": "weak", "password_mode": "per_domain"})
+    assert a.task is b.task and a.splits == b.splits  # one task object for both locks (policies are the locks')
+    b.splits["lock"] = b.splits["lock"][:3]
+    b.splits["val"].clear()
+    assert len(Lock.from_config({"toy_problems": 1500}).splits["val"]) == 300  # each lock cuts its own lists
+    assert Lock.from_config({"toy_problems": 1600}).task is not a.task
