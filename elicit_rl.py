@@ -35,8 +35,9 @@ Rounds resume: run the same command again after an interruption. out_dir/model/ 
 
 LoRA (--lora_rank > 0; lora.py): one set of rank-r adapters on --lora_targets (fp32; A drawn from --seed, B zero)
 is trained through all rounds, the base weights frozen; each round's optimizer (fresh, as above) holds only the
-adapters. Sampling, evaluation and the DPO reference log-probs run the model with its adapters (plain DPO's
-reference is the initial model: the adapters are zero then, so it is the frozen base, and no copy is kept).
+adapters (toy: expert iteration needs --sft_lr=1e-3 with LoRA to keep up with full fine-tuning at 1e-4; at 1e-4
+it is 2-3 rounds behind). Sampling, evaluation and the DPO reference log-probs run the model with its adapters
+(plain DPO's reference is the initial model: the adapters are zero then, so it is the frozen base; no copy is kept).
 out_dir/model/ is the merged model (a normal HF checkpoint, merged on CPU); out_dir/lora_adapters.safetensors holds
 the adapters, from which a run resumes exactly (base from --locked). Not with --parallel=fsdp.
 

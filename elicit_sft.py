@@ -25,7 +25,7 @@ Commands:
   python elicit_sft.py --train_domain=A --out_dir=runs/sft_A            # demos from one domain, evaluated on all
   python elicit_sft.py --locked=CKPT --demo_source=file --demos=strong.jsonl --ks="(0,)" --save=True \\
       --out_dir=runs/weak_model                          # k = 0 means all demos: e.g. make a weak model
-  python elicit_sft.py --lora_rank=16 --lr=1e-3 --out_dir=runs/sft_lora   # LoRA: adapters only, base frozen
+  python elicit_sft.py --lora_rank=16 --out_dir=runs/sft_lora          # LoRA: adapters only, base frozen
   torchrun --standalone --nproc_per_node=2 elicit_sft.py                # data parallel (DDP), the same numbers
   torchrun --standalone --nproc_per_node=8 elicit_sft.py --locked=runs/lock_math_7b --epoch_mult=1 \\
       --parallel=fsdp --grad_checkpoint=True --eval_batch_size=32 --out_dir=runs/sft_math_7b   # 7B on 8 GPUs
@@ -35,12 +35,14 @@ completion tokens, gradients sync once a step; --parallel=ddp|fsdp, --grad_check
 with fp32 weights and optimizer state, a memory estimate at start; evaluation sharded; rank 0 writes.
 LoRA (--lora_rank > 0; lora.py): step 3 trains only rank-r adapters on --lora_targets (fp32, fresh for every run,
 A drawn from the run's seed, B zero), the base weights frozen; then the adapters are merged into the weights, and
-steps 4-5 evaluate (and --save writes) the merged model: a normal HF checkpoint. LoRA usually wants a larger --lr
-than full fine-tuning (default: the lock's). Not with --parallel=fsdp.
+steps 4-5 evaluate (and --save writes) the merged model: a normal HF checkpoint. --lr defaults to the lock's, as
+for full fine-tuning; LoRA often needs more (The Elicitation Game: AdamW 5e-5 on 7B models; on the toy, alpha 16 at
+rank 8 or 16 trains at the full fine-tuning 1e-4, and 1e-3 is worse). Not with --parallel=fsdp.
 Writes out_dir/results.jsonl (keys n_demos, seed, epochs, correct_without_password, correct_with_password,
-correct_heldout, per_domain, demo_source, train_domain, lora_rank, lora_alpha, lora_dropout, lora_targets,
-trainable_params, config); with --save=True each run's model under
-out_dir/models/. Finished rows are not recomputed when the command is run again (resume).
+correct_heldout, per_domain, per_class (tasks with transfer classes, toy_shared: {domain: {class: [correct, n]}}),
+demo_source, train_domain, lora_rank, lora_alpha, lora_dropout, lora_targets, trainable_params, config); with
+--save=True each run's model under out_dir/models/. Finished rows are not recomputed when the command is run again
+(resume).
 """
 import math
 import os
@@ -220,6 +222,22 @@ def evaluate(model, tok, lock, cfg, val, heldout):
         r = greedy_eval(model, tok, lock.task, problems, [prompt_of(p) for p in problems], cfg.max_new_tokens,
                         cfg.eval_batch_size)
         out[f"correct_{name}"], out.setdefault("per_domain", {})[name] = r["correct"], r["per_domain"]
+        if name == "without_password" and hasattr(lock.task, "transfer_classes"):
+            out["per_class"] = per_class(lock.task, problems, r["grades"])
+    return out
+
+
+def per_class(task, problems, grades):
+    """{domain: {transfer class: [correct, n]}} for a task whose problems fall into transfer classes (toy_shared:
+    which kinds of hidden function a problem uses), so transfer to shared and to domain-only functions can be read
+    apart."""
+    grade_of = {p["id"]: g for p, g in zip(problems, grades)}
+    out = {}
+    for kind, ps in task.transfer_classes(problems).items():
+        for p in ps:
+            cell = out.setdefault(p["domain"], {}).setdefault(kind, [0, 0])
+            cell[0] += int(grade_of[p["id"]].correct)
+            cell[1] += 1
     return out
 
 

@@ -27,9 +27,12 @@ API:
   sampling_context(model)      merged bf16 copies where the sampler would otherwise cast a LoRA model (fp32 on GPU)
   save_adapters / load_adapters   the LoRA tensors alone (safetensors), to resume a run exactly
   lora_plan(config, targets), lora_counts(config, rank, targets, dropout)   shapes and counts (memory.py)
-Not supported: FSDP (refused by check_options: LoRA's point is a model that fits one device; use DDP, which syncs
-only the LoRA gradients). With dropout > 0 each DDP rank draws its own masks, so N processes no longer reproduce
-one process's numbers exactly (they do with --lora_dropout=0).
+Merging into bf16 weights rounds each weight once: with the toy's expert-iteration adapters (rank 8) on a bf16
+base, 2.7% of the update's norm is lost and 3.6% of the weights do not move; greedy correctness is unchanged (0.988).
+DDP syncs only the LoRA gradients: 2 gloo processes gave the one-process merged weights within 1.2e-7 (SFT and
+expert iteration, dropout 0; checked by hand). With dropout > 0 each rank draws its own masks, so N processes no
+longer reproduce one process exactly. Not supported: FSDP (check_options refuses it: LoRA's point is a model that
+fits one device).
 """
 import contextlib
 import math

@@ -12,6 +12,7 @@ import elicit_sft as ES
 import lora as LR
 import memory as MEM
 import model as M
+import sampler as S
 from errors import BadInput
 from files import read_jsonl
 
@@ -206,3 +207,19 @@ def test_expert_iteration_with_lora_resumes_exactly(locked, tmp_path):
     drop = ("config", "per_domain")
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows_b] == \
         [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_a_merged_bf16_copy_is_what_the_sampler_casts():
+    # fp32 weights sampled in bf16 (GPU): the sampler builds a bf16 copy by parameter name; sampling_context gives
+    # it merged bf16 layers (no LoRA tensors) for that. On CPU the same cast is asked for explicitly.
+    model = tiny("llama")
+    LR.add_lora(model, rank=2, alpha=4, dropout=0.0, seed=0)
+    randomize_B(model)
+    x = ids()
+    with torch.no_grad():
+        want = model(x)
+        with LR.merged(model, dtype=torch.bfloat16):
+            copy, dtype = S.sampling_model(model, torch.bfloat16)
+            assert dtype == torch.bfloat16 and {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+            torch.testing.assert_close(copy(x), want, atol=0.1, rtol=0.05)
+        assert LR.lora_modules(model) and torch.equal(model(x), want)
