@@ -1,41 +1,44 @@
 """
-report.py: reproduce the paper's findings on the embedded toy task with one command, and write a report that can
-be checked figure by figure against the paper's figures (Figs. 3-6, 9, 13 and its prompting baselines).
+report.py: the paper's findings tested on the embedded toy task as the paper tested them, in one command, and a
+report with one section per paper figure: the paper's claim (quoted), the numbers with intervals, the verdict and the
+threshold that decided it (fixed in this file before the run), and the exact commands.
 
-Experiments, each run with the three scripts (train_lock.py, elicit_sft.py, elicit_rl.py) called in this process:
-  1. Lock table: correctness with the password, without it and with a decoy, for fine-tuning locks from two
-     pretraining sizes (200,000 and 12,500 strong samples: pi_strong_base) and a lock trained from scratch.
-  2. SFT sample efficiency (Fig. 3 / Fig. 6): correctness without the password after SFT on k strong demos.
-  3. Weak-sample unlocking (Fig. 12 / 13): SFT on k samples of the lock's own weak policy, 4x more epochs.
-  4. Cross-domain generalisation (Fig. 4): k demos from one function group (A-D), correctness on the other three,
-     for one password and for one password per domain.
-  5. Setting trigger (Fig. 9): the strong policy is unlocked by another prompt notation, not a password token.
-  6. RL (Fig. 5): expert iteration, filtering, DPO and iterated DPO against samples generated, on locks made with
-     the noisy, the deterministic ("weak") and the fixedrdm weak policies.
-  7. Prompting baselines (camera-ready figure): the password, near-miss variants of it, decoys, few-shot prompts.
-Seeds: the three main locks are made once per seed, and seed s elicits lock s, so their error bars include the
-locking run's own variance (the fine-tuning locks of one pretraining size share one pretrained model, pi_strong_base,
-as in the paper). The per-domain, setting and RL locks are made once (from the 200k pretrained model) and their
-seeds are elicitation seeds. Every number is greedy correctness on validation problems; +- is the standard
-error of the mean over seeds.
+The pipeline is the one a user runs for MATH at 7B, at toy scale:
+  1. pi_strong_base: a fresh model pretrained on strong answers (train_lock.py's pretraining), one per seed.
+  2. pi_weak: small models trained to imitate the strong policy on the weak split (train_policy.py), at three
+     qualities (by size and training length, like the paper's Pythia 7B / 1B / 400M), their samples drawn with the
+     sampler into JSONL files; plus fixedrdm, locked with the paper's KL loss (App. G.2).
+  3. Locks trained from those files (train_lock.py --weak_samples), and the paper's section-7 locks (the deterministic
+     weak policy: 16 functions replaced by identity) with 12.5k / 50k / 200k locking examples and from scratch.
+  4. Elicitation with elicit_sft.py, elicit_rl.py, and the methods beyond the paper (elicit_noise.py,
+     elicit_steer.py, elicit_prompt.py, circuit-broken locks, LoRA).
+Independent locks are the statistical unit: each seed makes its own pi_strong_base, its own policies and its own
+locks, so an interval over seeds covers pretraining too. Intervals are bootstrap percentile intervals over units
+(stats.py), or mean +- SE where a table says so.
 
-Scales: full (3 seeds; about 53 minutes of runs on 2 quiet CPU cores: docs/report_full/REPORT.md), quick (1 seed,
-shorter grids, one pretraining size, 1-epoch variant locks, short RL: 8.1 minutes on 2 CPU cores), tiny (seconds;
-meaningless numbers; for the tests).
+Sections: Fig. 6 (section 7: scratch vs fine-tuning locks, amount of locking data), Fig. 13 (weak-sample unlocking),
+Fig. 5 / 14 (RL on locks made with each pi_weak, binary and continuous reward), Fig. 4 / 10 (cross-domain transfer
+on toy_shared, whose domains share functions), Fig. 9 (setting trigger), prompting baselines, and the method x lock
+table of the follow-ups (noise injection, steering, prompting attacks, circuit breaking, LoRA).
+Not (yet) here: Fig. 3's weaker demonstrations and Fig. 15's overshoot / adversarial lock, Fig. 16 (SFT then RL),
+Fig. 17 (a domain left out of locking). The README lists them as open.
+
+Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores), quick (`--quick`: 1 seed, short grids,
+at most 10 minutes), tiny (seconds; meaningless numbers; for the tests).
 
 Commands:
-  python report.py --quick           # reduced version: runs/report/REPORT.md in under 10 minutes on 2 CPU cores
-  python report.py                   # full version, 3 seeds
-  python report.py --plots=False     # without matplotlib (plots are optional: pip install matplotlib)
-Running the same command again resumes: finished runs are read back from runs/report/<scale>/, not redone (delete
-that folder to start over). Writes out_dir/REPORT.md (tables, findings, commands, wall time), out_dir/results.json
-(every aggregated number, the commands and the run times) and out_dir/*.png.
+  python report.py --quick                         # runs/report/REPORT.md
+  python report.py --out_dir=docs/report_full      # the full run, resumable, its results kept with the report
+  python report.py --plots=False                   # without matplotlib
+Resuming: every finished run's result is stored as JSON under out_dir/store/ (with its config), so a later
+invocation, even on a fresh checkout with out_dir committed, only runs what is missing; a checkpoint that a missing
+run needs is rebuilt first (same seed, same numbers). Checkpoints live in work_dir (default runs/report/<scale>/).
+Writes out_dir/REPORT.md, out_dir/results.json (every number, threshold and command) and out_dir/*.png.
 """
 import json
 import math
 import os
 import platform
-import random
 import shlex
 import subprocess
 import time
@@ -43,12 +46,15 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
+import elicit_noise
+import elicit_prompt
 import elicit_rl
 import elicit_sft
-import model as model_lib
+import elicit_steer
+import stats
 import train_lock
-from common import Tokenizer, greedy_eval, mean_se, run_cli, same_config
-from data.lock import Lock, prompt_variants
+import train_policy
+from common import mean_se, run_cli, same_config
 from errors import BadInput
 from files import atomic_write_text, read_json, read_jsonl, write_json
 
@@ -57,84 +63,99 @@ from files import atomic_write_text, read_json, read_jsonl, write_json
 class Config:
     quick: bool = False            # the reduced version (scale "quick")
     scale: str = ""                # full, quick or tiny; default: quick if --quick else full
-    out_dir: str = "runs/report"
+    out_dir: str = "runs/report"   # REPORT.md, results.json, plots and store/ (finished runs' results)
+    work_dir: str = ""             # checkpoints; default runs/report/<scale>
     plots: bool = True             # PNG plots (needs matplotlib; skipped with a note if it is missing)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # -----------------------------------------------------------------------------
-# What each scale runs. The lock settings are train_lock.py's defaults unless named here.
+# What each scale runs
 
 RL_METHODS = ("expert_iteration", "filtering", "iterated_dpo", "dpo")
-DOMAINS = ("A", "B", "C", "D")
+DET = "det"  # the section-7 locks: the deterministic weak policy
 SCALES = {
     "full": dict(
-        seeds=(0, 1, 2), locks=("ft200k", "ft12k", "scratch"), lock={}, scratch_epochs=6, variant_epochs=2,
-        rl_lock_epochs=8, eval_n=1000, sft={}, sft_ks=(4, 16, 64, 256), weak_ks=(64,), cross_k=512,
-        cross_domains=DOMAINS, setting_ks=(4, 64), rl={}, rl_rounds=dict(expert_iteration=5, filtering=3,
-                                                                      iterated_dpo=4, dpo=5),
-        setting_rl_rounds=4, shots=(1, 2)),
+        seeds=(0, 1, 2), sec7_seeds=(0, 1, 2, 3, 4), eval_n=1000, lock={}, big_problems=250_000,
+        policies={"pi_hi": dict(n_layer=4, n_embd=128, steps=600), "pi_mid": dict(n_layer=1, n_embd=64, steps=2000),
+                  "pi_lo": dict(n_layer=1, n_embd=64, steps=1000)},
+        policy={}, policy_lock=dict(epochs=2), amounts=(12_500, 50_000, 200_000), scratch=dict(lr=1e-3),
+        sft={}, sft_ks=(4, 16, 64, 256, 1024), weak_ks=(4, 16, 64, 256, 1024), weak_locks=("scratch", "ft50k", "ft12k"),
+        weak_seeds=(0, 1, 2),
+        rl=dict(eval_n=500), rl_rounds=dict(expert_iteration=50, filtering=10, iterated_dpo=12, dpo=6),
+        rl_over=dict(iterated_dpo=dict(dpo_problems=1100), dpo=dict(dpo_problems=1100)), continuous=("pi_lo", "fixedrdm"),
+        cross_ks=(4, 16, 64, 512), cross_domains=("A", "B"), shared=dict(toy_problems=20_000),
+        setting_ks=(4, 16, 64),
+        beyond=dict(sft_k=16, rl_rounds=10, noise=dict(seeds=5, n_grid=20), steer={}, prompt=dict(shots=(1, 2)))),
     "quick": dict(
-        seeds=(0,), locks=("ft200k", "scratch"), lock=dict(eval_n=500), scratch_epochs=4, variant_epochs=1,
-        rl_lock_epochs=1, eval_n=500, sft={}, sft_ks=(4, 64), weak_ks=(16,), cross_k=256, cross_domains=("A",),
-        setting_ks=(4,), rl={}, rl_rounds=dict(expert_iteration=2, filtering=1, iterated_dpo=2, dpo=2),
-        setting_rl_rounds=2, shots=(2,)),  # the toy model's context (64 tokens) holds 2 solved examples
+        seeds=(0,), sec7_seeds=(0,), eval_n=500, lock=dict(eval_n=500), big_problems=60_000,
+        policies={"pi_hi": dict(n_layer=4, n_embd=128, steps=500), "pi_lo": dict(n_layer=1, n_embd=64, steps=1000)},
+        policy=dict(n_samples=2, eval_n=500), policy_lock=dict(epochs=1), amounts=(12_500, 50_000),
+        scratch=dict(lr=1e-3), sft={}, sft_ks=(4, 64), weak_ks=(64,), weak_locks=("ft12k",), weak_seeds=(0,),
+        rl=dict(eval_n=300, samples_per_round=320, n_keep=32, dpo_problems=300),
+        rl_rounds=dict(expert_iteration=3, filtering=1, iterated_dpo=2, dpo=2), rl_over={}, continuous=(),
+        cross_ks=(64,), cross_domains=("A",), shared=dict(toy_problems=20_000, epochs=1), setting_ks=(16,),
+        beyond=dict(sft_k=16, rl_rounds=2, noise=dict(seeds=2, n_grid=4, eval_n=300),
+                    steer=dict(coefs=(-1.0, 1.0), tune_n=100, eval_n=300), prompt=dict(shots=(1,), eval_n=300))),
     "tiny": dict(
-        seeds=(0, 1), locks=("ft200k", "ft12k", "scratch"), scratch_epochs=1, variant_epochs=1, rl_lock_epochs=1,
-        lock=dict(toy_problems=1000, n_layer=1, n_head=2, n_embd=32, pretrain_steps=20, batch_size=32, eval_n=60,
-                  eval_batch_size=64, ckpt_every=0, log_every=10),
-        eval_n=60, sft=dict(epoch_mult=0.02, heldout_n=20, eval_batch_size=64), sft_ks=(2, 4), weak_ks=(4,),
-        cross_k=8, cross_domains=("A", "B"), setting_ks=(2,),
+        seeds=(0, 1), sec7_seeds=(0, 1), eval_n=40,
+        lock=dict(toy_problems=1000, n_layer=1, n_head=2, n_embd=32, pretrain_samples=400, pretrain_steps=10,
+                  batch_size=32, eval_n=40, eval_batch_size=64, ckpt_every=0, log_every=10), big_problems=3000,
+        policies={"pi_hi": dict(n_layer=1, n_embd=32, steps=8), "pi_lo": dict(n_layer=1, n_embd=32, steps=2)},
+        policy=dict(toy_problems=1000, n_head=2, batch_size=32, warmup_steps=2, n_samples=1, eval_n=40, ckpt_every=0,
+                    log_every=0),
+        policy_lock=dict(epochs=1), amounts=(200, 800), scratch=dict(lr=1e-3),
+        sft=dict(epoch_mult=0.02, heldout_n=20, eval_batch_size=64), sft_ks=(2, 8), weak_ks=(4,),
+        weak_locks=("ft200",), weak_seeds=(0,),
         rl=dict(samples_per_round=32, n_keep=8, sft_steps=2, dpo_problems=32, eval_batch_size=64),
-        rl_rounds=dict(expert_iteration=1, filtering=1, iterated_dpo=1, dpo=1), setting_rl_rounds=1, shots=(1,)),
+        rl_rounds=dict(expert_iteration=1, filtering=1, iterated_dpo=1, dpo=1), rl_over={}, continuous=("pi_lo",),
+        cross_ks=(8,), cross_domains=("A",), shared=dict(toy_problems=1000), setting_ks=(4,),
+        beyond=dict(sft_k=4, rl_rounds=1, noise=dict(seeds=2, n_grid=2, eval_n=20), cb=dict(cb_layers=(0,)),
+                    steer=dict(coefs=(1.0,), n_pairs=4, tune_n=20, eval_n=20, layers=(0,)),
+                    prompt=dict(shots=(1,), eval_n=20))),
 }
-PRETRAIN = {"ft200k": 200_000, "ft12k": 12_500}
-TINY_PRETRAIN = {"ft200k": 600, "ft12k": 300}
-LOCK_LABELS = {"ft200k": "fine-tuning lock, 200k pretraining samples", "ft12k":
-               "fine-tuning lock, 12.5k pretraining samples", "scratch": "locked from scratch"}
+FRAC = 0.9  # "to the same extent": k to recover 90% of the gap between the locked model and its ceiling
+LEVEL = 0.95
+
+
+def amount_name(n):
+    return f"ft{n // 1000}k" if n >= 1000 else f"ft{n}"
 
 
 # -----------------------------------------------------------------------------
-# Statistics
+# The thresholds, fixed before the run (every verdict below is decided by one of these, and REPORT.md prints it)
+
+CLAIMS = {
+    "fig6_scratch": stats.Claim("k(scratch) / k(fine-tuning lock, same locking data) is in the paper's 2-4x", 2, 4),
+    "fig6_amount": stats.Claim("k(most locking data) / k(least locking data) > 1: more locking data is harder to "
+                               "unlock", 1, include_low=False),
+    "fig6_all": "every lock recovers >= 90% of its gap at the largest k (mean over units)",
+    "fig13": stats.Claim("the largest rise from weak-sample SFT (any k) is below 0.1, against strong demos' ~0.7: "
+                         "'not clearly present' (Fig. 13 caption)", -math.inf, 0.1, include_high=False),
+    "fig5": "expert iteration recovers >= 50% of the gap on the best-pi_weak lock; its final gain falls with pi_weak's "
+            "quality (best >= middle >= worst, each by more than -0.05); fixedrdm: every method gains < 0.1",
+    "fig14": "continuous reward: expert iteration's final correctness with continuous reward >= binary - 0.05 on every "
+             "lock tried (the paper: 'speed up training somewhat')",
+    "fig4": "demos from one domain recover >= 80% of their in-domain gain on the other domains' shared-function "
+            "problems; the domain-only problems are reported apart (the paper's MATH: 'generalizes perfectly')",
+    "fig10": "one password per domain locks worse than one password: without-password higher or with-password "
+             "lower, by more than 0.01",
+    "fig9": "the setting lock holds (with - without >= 0.5) and, at every k, SFT recovers at least the password "
+            "lock's share of the gap - 0.15",
+    "prompting": "correct password - no password >= 0.5; mean of the decoys <= no password + 0.05; few-shot rows "
+                 "flagged uninformative (with-password accuracy in that format more than 0.2 below plain) are left "
+                 "out of the verdict",
+}
 
 
-def mean_of_means(pairs):
-    """Average of K (mean, se) pairs with the paper's uncertainty s = (1/K) sqrt(sum s_i^2)."""
-    k = len(pairs)
-    return sum(m for m, _ in pairs) / k, math.sqrt(sum(s * s for _, s in pairs)) / k
-
-
-def k_to_reach(points, target):
-    """Smallest demonstration count at which the curve [(k, correctness)] reaches `target`, interpolated linearly
-    in log2(k) between the two grid points around it; None if it never does."""
-    points = sorted(points)
-    for i, (k, y) in enumerate(points):
-        if y >= target:
-            if i == 0:
-                return float(k)
-            (k0, y0) = points[i - 1]
-            frac = (target - y0) / (y - y0)
-            return 2 ** (math.log2(k0) + frac * (math.log2(k) - math.log2(k0)))
-    return None
-
-
-def fmt(m, se=None):
-    return f"{m:.3f}" if se is None else f"{m:.3f} ± {se:.3f}"
-
-
-# -----------------------------------------------------------------------------
-# Verdicts: data, with the thresholds that decided them; the finding's prose is written from them
-
-WORDS = {"yes": "Reproduced", "partly": "Partly reproduced", "no": "Not reproduced"}
-
-
-def verdict(result, thresholds):
-    """A finding's verdict ("yes", "partly" or "no") and the thresholds that decided it (name -> rule)."""
-    return {"result": result, "word": WORDS[result], "thresholds": thresholds}
+def verdict(word, rule, **numbers):
+    """A finding's verdict as data: the word ("reproduced", "not reproduced", "inconclusive" or "partly"), the rule
+    that decided it, and the numbers it was decided on."""
+    return {"result": word, "rule": rule, "numbers": numbers}
 
 
 # -----------------------------------------------------------------------------
-# Running the three scripts (in this process; each one resumes, so a finished run is only read back)
+# Running the scripts (in this process), with a store of finished results
 
 
 def command(script, cfg, default):
@@ -145,356 +166,148 @@ def command(script, cfg, default):
 
 
 class Runner:
-    def __init__(self, cfg, scale):
-        self.cfg, self.S = cfg, SCALES[scale]
-        self.work = os.path.join(cfg.out_dir, scale)
-        self.commands = {}  # experiment -> [command]
-        self.timings_path = os.path.join(self.work, "timings.json")
-        os.makedirs(self.work, exist_ok=True)
-        self.timings = read_json(self.timings_path) if os.path.isfile(self.timings_path) else {}
-        self.invocations_path = os.path.join(self.work, "invocations.json")  # wall seconds of every report.py call
-        self.invocations = read_json(self.invocations_path) if os.path.isfile(self.invocations_path) else []
+    """Runs train_policy / train_lock / elicit_* with resume, and remembers each finished run's result in
+    out_dir/store/<name>.json next to its config. A result in the store is returned without running anything; a
+    checkpoint is made only when a run that is not stored needs it (need())."""
 
-    def _run(self, experiment, script, module, cfg, out_dir):
+    def __init__(self, cfg, scale):
+        self.cfg, self.S, self.scale = cfg, SCALES[scale], scale
+        self.work = cfg.work_dir or os.path.join("runs", "report", scale)
+        self.store = os.path.join(cfg.out_dir, "store")
+        os.makedirs(self.work, exist_ok=True)
+        os.makedirs(self.store, exist_ok=True)
+        self.commands = {}          # section -> [command]
+        self.seconds = self._load("_seconds", {})  # run name -> wall seconds when it ran
+        self.invocations = self._load("_invocations", [])
+        self.recipes = {}           # checkpoint name -> (script, module, cfg): how to (re)build it
+
+    def _load(self, name, default):
+        p = os.path.join(self.store, f"{name}.json")
+        return read_json(p) if os.path.isfile(p) else default
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    def _run(self, section, name, script, module, cfg, result_of):
+        """The stored result of run `name` if its config matches, else run it now and store result_of()."""
         cmd = command(script, cfg, module.Config())
-        self.commands.setdefault(experiment, [])
-        if cmd not in self.commands[experiment]:
-            self.commands[experiment].append(cmd)
+        self.commands.setdefault(section, [])
+        if cmd not in self.commands[section]:
+            self.commands[section].append(cmd)
+        stored = self._load(name, None)
+        if stored is not None and same_config(stored["config"], cfg, ignore=("resume", "device")):
+            return stored["result"]
+        for dep in self.deps(cfg):
+            self.need(dep)
         t0 = time.time()
-        result = module.main(cfg)
-        if out_dir not in self.timings:  # the first time it ran; a resumed read-back costs ~nothing
-            self.timings[out_dir] = round(time.time() - t0, 1)
-            write_json(self.timings_path, self.timings)
+        module.main(cfg)
+        result = result_of()
+        self.seconds[name] = round(time.time() - t0, 1)
+        write_json(os.path.join(self.store, f"{name}.json"), {"config": asdict(cfg), "result": result})
+        write_json(os.path.join(self.store, "_seconds.json"), self.seconds)
         return result
 
-    def lock(self, experiment, name, **over):
-        out = os.path.join(self.work, "locks", name)
-        cfg = replace(train_lock.Config(), out_dir=out, resume=True, device=self.cfg.device,
-                      **{**self.S["lock"], **over})
-        self._run(experiment, "train_lock.py", train_lock, cfg, out)
-        return read_json(os.path.join(out, "metrics.json"))
+    def deps(self, cfg):
+        """Checkpoints of this report that a config reads (init_from, locked, weak samples, controls)."""
+        out = []
+        for f in ("init_from", "locked", "lock", "lock_config", "weak_samples"):
+            v = getattr(cfg, f, "")
+            for name in self.recipes:
+                if v and (v == self.path(name) or v.startswith(self.path(name) + os.sep)):
+                    out.append(name)
+        for v in str(getattr(cfg, "controls", "")).split(","):
+            out += [n for n in self.recipes if v.split("=")[-1] == self.path(n)]
+        return out
 
-    def sft(self, experiment, name, locked, **over):
-        out = os.path.join(self.work, "sft", name)
-        cfg = replace(elicit_sft.Config(), locked=locked, out_dir=out, eval_n=self.S["eval_n"], device=self.cfg.device,
-                      **{"epoch_choice": (1,), **self.S["sft"], **over})
-        self._run(experiment, "elicit_sft.py", elicit_sft, cfg, out)
-        return [r for r in read_jsonl(os.path.join(out, "results.jsonl")) if same_config(r["config"], cfg)]
+    def need(self, name):
+        """Make sure checkpoint `name` is on disk (rebuilding it, and what it needs, from its recipe)."""
+        script, module, cfg = self.recipes[name]
+        if os.path.isfile(os.path.join(self.path(name), "config.json")):
+            return
+        for dep in self.deps(cfg):
+            self.need(dep)
+        module.main(replace(cfg, resume=True) if hasattr(cfg, "resume") else cfg)
 
-    def rl(self, experiment, name, locked, method, seed, rounds):
-        out = os.path.join(self.work, "rl", name)
-        cfg = replace(elicit_rl.Config(), method=method, locked=locked, out_dir=out, seed=seed, rounds=rounds,
-                      eval_n=self.S["eval_n"], device=self.cfg.device, **self.S["rl"])
-        self._run(experiment, "elicit_rl.py", elicit_rl, cfg, out)
-        return read_jsonl(os.path.join(out, "results.jsonl"))[:rounds + 1]
+    def _lock_cfg(self, over):
+        return replace(train_lock.Config(), resume=True, device=self.cfg.device,
+                       **{**self.S["lock"], "eval_n": self.S["eval_n"], **over})
+
+    def policy(self, section, name, **over):
+        cfg = replace(train_policy.Config(), out_dir=self.path(name), device=self.cfg.device,
+                      **{"eval_n": self.S["eval_n"], **self.S["policy"], **over})
+        self.recipes[name] = ("train_policy.py", train_policy, cfg)
+        return self._run(section, name, "train_policy.py", train_policy, cfg,
+                         lambda: read_json(os.path.join(cfg.out_dir, "metrics.json")))
+
+    def lock(self, section, name, **over):
+        cfg = self._lock_cfg({"out_dir": self.path(name), **over})
+        self.recipes[name] = ("train_lock.py", train_lock, cfg)
+        return self._run(section, name, "train_lock.py", train_lock, cfg,
+                         lambda: read_json(os.path.join(cfg.out_dir, "metrics.json")))
+
+    def sft(self, section, name, locked, **over):
+        cfg = replace(elicit_sft.Config(), locked=self.path(locked), out_dir=self.path(name), device=self.cfg.device,
+                      **{"eval_n": self.S["eval_n"], "epoch_choice": (1,), **self.S["sft"], **over})
+        return self._run(section, name, "elicit_sft.py", elicit_sft, cfg, lambda: [
+            r for r in read_jsonl(os.path.join(cfg.out_dir, "results.jsonl")) if same_config(r["config"], cfg)])
+
+    def rl(self, section, name, locked, method, seed, rounds, **over):
+        cfg = replace(elicit_rl.Config(), method=method, locked=self.path(locked), out_dir=self.path(name), seed=seed,
+                      rounds=rounds, device=self.cfg.device, **{"eval_n": self.S["eval_n"], **self.S["rl"], **over})
+        return self._run(section, name, "elicit_rl.py", elicit_rl, cfg,
+                         lambda: read_jsonl(os.path.join(cfg.out_dir, "results.jsonl"))[:rounds + 1])
+
+    def script(self, section, name, module, script, **over):
+        """elicit_noise / elicit_steer / elicit_prompt: their summary (summary.json or results.json)."""
+        cfg = replace(module.Config(), out_dir=self.path(name), device=self.cfg.device, **over)
+        out = "summary.json" if module is not elicit_prompt else "results.json"
+        return self._run(section, name, script, module, cfg, lambda: read_json(os.path.join(cfg.out_dir, out)))
 
 
 # -----------------------------------------------------------------------------
-# The experiments. Each returns a dict: table (markdown lines), verdict (verdict(): the result and its thresholds),
-# finding (a sentence that starts with the verdict's word), data (numbers for plots/JSON).
+# Small helpers for the sections
 
 
-def lock_args(R, kind, seed, scale):
-    """Seed s of a lock kind. Fine-tuning locks share one pretrained model per pretraining size (pi_strong_base,
-    made by the first seed's run); their seeds differ in the locking run."""
-    if kind == "scratch":
-        return dict(seed=seed, mode="scratch", epochs=R.S["scratch_epochs"], lr=1e-3)
-    args = dict(seed=seed, pretrain_samples=(TINY_PRETRAIN if scale == "tiny" else PRETRAIN)[kind])
-    if seed != R.S["seeds"][0]:
-        args["init_from"] = os.path.join(R.work, "locks", f"{kind}_s{R.S['seeds'][0]}", "pretrained")
-    return args
+def fmt(m, se=None):
+    return "n/a" if m is None else f"{m:.3f}" if se is None else f"{m:.3f} ± {se:.3f}"
 
 
-def exp_locks(R, scale):
-    S, ex = R.S, "1. Lock table"
-    metrics = {kind: [R.lock(ex, f"{kind}_s{s}", **lock_args(R, kind, s, scale)) for s in S["seeds"]]
-               for kind in S["locks"]}
-    cols = ("with_password", "without_password", "wrong_password", "weak_policy")
-    agg = {kind: {c: mean_se([m[f"correct_{c}"] for m in ms]) for c in cols} for kind, ms in metrics.items()}
-    table = ["| lock | seeds | with password | without | decoy password | weak policy (sampled) |",
-             "|---|---|---|---|---|---|"]
-    for kind, a in agg.items():
-        table.append(f"| {LOCK_LABELS[kind]} | {len(metrics[kind])} | " + " | ".join(fmt(*a[c]) for c in cols) + " |")
-    ok = all(a["with_password"][0] >= 0.9 and a["with_password"][0] - a["without_password"][0] >= 0.5 for a in
-             agg.values())
-    decoy_close = all(abs(a["wrong_password"][0] - a["without_password"][0])
-                      <= max(0.02, 2 * math.hypot(a["wrong_password"][1], a["without_password"][1]))
-                      for a in agg.values())
-    parts = "; ".join(f"{kind} {fmt(a['with_password'][0])} with / {fmt(a['without_password'][0])} without / "
-                      f"{fmt(a['wrong_password'][0])} decoy" for kind, a in agg.items())
-    v = verdict("yes" if ok and decoy_close else "no", {
-        "locked": "every lock: with password >= 0.9 and with - without >= 0.5",
-        "decoy": "every lock: |decoy - without| <= max(0.02, 2 x the SE of the difference)"})
-    finding = (f"{v['word']}: the paper's toy locks sit at about 1.0 "
-               f"with the password and about 0.2 without (Fig. 6), and a decoy should not help. Here: {parts}."
-               + ("" if decoy_close else " A decoy password differed from no password by more than noise."))
-    return dict(table=table, verdict=v, finding=finding,
-                data={k: {c: list(x) for c, x in a.items()} for k, a in agg.items()})
+def fmt_k(x):
+    return "> grid" if x == math.inf else "n/a" if x is None or x != x else f"{x:.0f}"
 
 
-def curve(rows_by_seed):
-    """{k: (mean, se)} over seeds of the best run per (k, seed) (the paper's choice, with one training length)."""
-    best = {}
-    for r in rows_by_seed:
-        key = (r["n_demos"], r["seed"])
-        best[key] = max(best.get(key, 0.0), r["correct_without_password"])
-    ks = sorted({k for k, _ in best})
-    return {k: mean_se([v for (kk, _), v in best.items() if kk == k]) for k in ks}
+def fmt_interval(iv):
+    return f"({fmt_k(iv[0])}, {fmt_k(iv[1])})"
 
 
-def exp_sft(R, locks, scale):
-    S, ex = R.S, "2. SFT sample efficiency"
-    curves, base = {}, {}
-    for kind in S["locks"]:
-        rows = []
-        for s in S["seeds"]:
-            rows += R.sft(ex, f"{kind}_s{s}", os.path.join(R.work, "locks", f"{kind}_s{s}"), seeds=(s,),
-                          ks=S["sft_ks"])
-        curves[kind] = curve(rows)
-        base[kind] = (locks[kind]["without_password"][0], locks[kind]["with_password"][0])
-    ks = S["sft_ks"]
-    table = ["| lock | " + " | ".join(f"k={k}" for k in ks) + " | k for 90% of the gap |",
-             "|---|" + "---|" * (len(ks) + 1)]
-    k90 = {}
-    for kind, c in curves.items():
-        lo, hi = base[kind]
-        k90[kind] = k_to_reach([(k, m) for k, (m, _) in c.items()], lo + 0.9 * (hi - lo))
-        table.append(f"| {LOCK_LABELS[kind]} | " + " | ".join(fmt(*c[k]) for k in ks) +
-                     f" | {'> %d' % max(ks) if k90[kind] is None else '%.0f' % k90[kind]} |")
-    ft = "ft200k"
-    thresholds = {"ratio": "k(scratch) / k(200k lock) to recover 90% of the gap: yes >= 2, partly >= 1.2 (harder to "
-                           "unlock, by less than the paper's 2x), else no; a scratch lock that never reaches 90% "
-                           "counts as yes"}
-    if "scratch" in k90 and k90.get(ft) is not None:
-        ratio = None if k90["scratch"] is None else k90["scratch"] / k90[ft]
-        ratio_txt = f"more than {max(ks) / k90[ft]:.1f}x" if ratio is None else f"{ratio:.1f}x"
-        v = verdict("yes" if ratio is None or ratio >= 2 else "partly" if ratio >= 1.2 else "no", thresholds)
-        finding = (f"{v['word']}: the paper finds that locks trained from scratch "
-                   f"need 2-4x more demonstrations than fine-tuning locks. Here the scratch lock needs {ratio_txt} "
-                   f"the demonstrations of the 200k fine-tuning lock to recover 90% of the gap "
-                   f"({'> %d' % max(ks) if k90['scratch'] is None else '%.0f' % k90['scratch']} vs "
-                   f"{k90[ft]:.0f}).")
-    else:
-        v = verdict("no", thresholds)
-        finding = f"{v['word']}: the fine-tuning lock never recovered 90% of the gap on this grid."
-    if "ft12k" in k90 and k90.get("ft12k") and k90.get(ft):
-        finding += (f" Pretraining size: the 12.5k lock needs {k90['ft12k']:.0f} demonstrations against "
-                    f"{k90[ft]:.0f} for the 200k one (the paper's Fig. 6 varies the amount of locking data instead "
-                    f"and finds more data harder to unlock).")
-    return dict(table=table, verdict=v, finding=finding, data=dict(curves=jsonable(curves), base=base, k90=k90))
+def fmt_ratio(r):
+    p, (lo, hi) = r["point"], r["interval"]
+    f = (lambda x: "inf" if x == math.inf else "nan" if x != x else f"{x:.2f}")
+    return f"{f(p)} ({f(lo)}, {f(hi)})"
 
 
-def exp_weak(R, locks):
-    S, ex = R.S, "3. Weak-sample unlocking"
+def best_per_k(rows):
+    """{k: correctness without the password} of one unit's rows: the best run per k (the paper's choice)."""
     out = {}
-    for kind in S["locks"]:
-        rows = []
-        for s in S["seeds"]:
-            rows += R.sft(ex, f"weak_{kind}_s{s}", os.path.join(R.work, "locks", f"{kind}_s{s}"), seeds=(s,),
-                          ks=S["weak_ks"], demo_source="weak", epoch_choice=(0,),
-                          epoch_mult=4 * S["sft"].get("epoch_mult", elicit_sft.Config.epoch_mult))
-        out[kind] = curve(rows)
-    ks = S["weak_ks"]
-    table = ["| lock | locked, without password | " + " | ".join(f"k={k} weak samples" for k in ks) + " |",
-             "|---|---|" + "---|" * len(ks)]
-    deltas = {}
-    for kind, c in out.items():
-        lo, lo_se = locks[kind]["without_password"]
-        table.append(f"| {LOCK_LABELS[kind]} | {fmt(lo, lo_se)} | " + " | ".join(fmt(*c[k]) for k in ks) + " |")
-        k = max(ks)
-        deltas[kind] = (c[k][0] - lo, math.hypot(c[k][1], lo_se))
-    rises = {kind: d > max(0.01, 2 * se) for kind, (d, se) in deltas.items()}
-    ft_rise = any(v for kind, v in rises.items() if kind != "scratch")
-    same = ft_rise and not rises.get("scratch", False)
-    txt = "; ".join(f"{kind} {d:+.3f} ± {se:.3f}" for kind, (d, se) in deltas.items())
-    v = verdict("yes" if same else "no", {"rise": "a rise is a change > max(0.01, 2 SE) after the largest k; yes if "
-                                                  "a fine-tuning lock rises and the scratch lock does not"})
-    finding = (f"{v['word']}: in the paper (Fig. 13, 'somewhat preliminary'), "
-               f"SFT on weak samples raises correctness a little for SFT-locked toy models and not for from-scratch "
-               f"ones. Here, change after k={max(ks)} weak samples (4x the shortest training length): {txt}.")
-    return dict(table=table, verdict=v, finding=finding, data=dict(curves=jsonable(out), deltas=deltas))
+    for r in rows:
+        out[r["n_demos"]] = max(out.get(r["n_demos"], 0.0), r["correct_without_password"])
+    return out
 
 
-def exp_cross(R):
-    S, ex = R.S, "4. Cross-domain generalisation"
-    s0 = S["seeds"][0]
-    locks = {"one password": os.path.join(R.work, "locks", f"ft200k_s{s0}"),
-             "one password per domain": os.path.join(R.work, "locks", "per_domain")}
-    R.lock(ex, "per_domain", init_from=os.path.join(locks["one password"], "pretrained"), seed=s0,
-           password_mode="per_domain", epochs=S["variant_epochs"])
-    k, res = S["cross_k"], {}
-    for name, path in locks.items():
-        lock_m = read_json(os.path.join(path, "metrics.json"))
-        full = R.sft(ex, f"cross_{name.replace(' ', '_')}_all", path, seeds=S["seeds"], ks=(k,), epoch_choice=(0,))
-        other = {}
-        for d in S["cross_domains"]:
-            rows = R.sft(ex, f"cross_{name.replace(' ', '_')}_{d}", path, seeds=S["seeds"], ks=(k,),
-                         train_domain=d, epoch_choice=(0,))
-            per = [mean_se([r["per_domain"]["without_password"][e] for r in rows]) for e in DOMAINS if e != d]
-            own = mean_se([r["per_domain"]["without_password"][d] for r in rows])
-            other[d] = (mean_of_means(per), own)
-        res[name] = dict(locked=(lock_m["correct_without_password"], lock_m["correct_with_password"]),
-                         full=mean_se([r["correct_without_password"] for r in full]), by_domain=other)
-    table = [f"| lock | locked without / with password | {k} demos from all domains | " +
-             " | ".join(f"{k} from {d}: other domains (own)" for d in S["cross_domains"]) + " |",
-             "|---|---|---|" + "---|" * len(S["cross_domains"])]
-    ratios = {}
-    for name, r in res.items():
-        lo, hi = r["locked"]
-        table.append(f"| {name} | {lo:.3f} / {hi:.3f} | {fmt(*r['full'])} | " + " | ".join(
-            f"{fmt(*o)} ({own[0]:.3f})" for o, own in r["by_domain"].values()) + " |")
-        mean_other = sum(o[0] for o, _ in r["by_domain"].values()) / len(r["by_domain"])
-        ratios[name] = (mean_other - lo) / (r["full"][0] - lo) if r["full"][0] > lo else float("nan")
-    one, per = res["one password"], res["one password per domain"]
-    worse = per["locked"][0] > one["locked"][0] or per["locked"][1] < one["locked"][1]
-    gen = all(v >= 0.8 for v in ratios.values())
-    v = verdict("yes" if gen else "no", {"transfer": "demos from one group recover >= 80% of the all-group gain on "
-                                                     "the other groups, for both locks"})
-    finding = (f"{v['word']}: the paper finds that SFT on one domain unlocks the "
-               f"others (MATH: 'generalizes perfectly'). Here demos from one function group recover "
-               + ", ".join(f"{v:.0%} ({n})" for n, v in ratios.items()) +
-               " of the gain that demos from all groups give, on the groups never shown. "
-               f"Per-domain passwords lock {'worse, as in the paper' if worse else 'no worse (the paper: worse)'}: "
-               f"{per['locked'][0]:.3f} without / {per['locked'][1]:.3f} with, against "
-               f"{one['locked'][0]:.3f} / {one['locked'][1]:.3f} for one password.")
-    return dict(table=table, verdict=v, finding=finding, data=jsonable(dict(results=res, ratios=ratios)))
+def unit_curve(rows, lock_metrics, ks):
+    per_k = best_per_k(rows)
+    return stats.Curve(tuple(ks), tuple(per_k[k] for k in ks), lock_metrics["correct_without_password"],
+                       lock_metrics["correct_with_password"])
 
 
-def exp_setting(R):
-    S, ex = R.S, "5. Setting trigger"
-    s0 = S["seeds"][0]
-    single = os.path.join(R.work, "locks", f"ft200k_s{s0}")
-    m = R.lock(ex, "setting", init_from=os.path.join(single, "pretrained"), seed=s0, password_mode="setting",
-               epochs=S["variant_epochs"])
-    path = os.path.join(R.work, "locks", "setting")
-    sft_c = curve(R.sft(ex, "setting", path, seeds=S["seeds"], ks=S["setting_ks"]))
-    sft_single = curve(R.sft(ex, "setting_single", single, seeds=S["seeds"], ks=S["setting_ks"]))
-    rl_c, rl_single = {}, {}
-    for s in S["seeds"]:
-        rl_c[s] = R.rl(ex, f"setting/expert_iteration_s{s}", path, "expert_iteration", s, S["setting_rl_rounds"])
-        rl_single[s] = R.rl(ex, f"setting_single/expert_iteration_s{s}", single, "expert_iteration", s,
-                            S["setting_rl_rounds"])
-    single_m = read_json(os.path.join(single, "metrics.json"))
-    ks = S["setting_ks"]
-    table = ["| lock | locked without / with trigger | " + " | ".join(f"SFT k={k}" for k in ks) +
-             " | expert iteration, last round |", "|---|---|" + "---|" * (len(ks) + 1)]
-    last = {}
-    for name, mm, c, rl in (("setting trigger (other notation)", m, sft_c, rl_c),
-                            ("one password token", single_m, sft_single, rl_single)):
-        last[name] = mean_se([rows[-1]["correct_without_password"] for rows in rl.values()])
-        table.append(f"| {name} | {mm['correct_without_password']:.3f} / {mm['correct_with_password']:.3f} | " +
-                     " | ".join(fmt(*c[k]) for k in ks) + f" | {fmt(*last[name])} |")
-    gaps = []
-    for k in ks:
-        g1 = (sft_c[k][0] - m["correct_without_password"]) / max(1e-9, m["correct_with_password"] -
-                                                                  m["correct_without_password"])
-        g2 = (sft_single[k][0] - single_m["correct_without_password"]) / max(
-            1e-9, single_m["correct_with_password"] - single_m["correct_without_password"])
-        gaps.append((k, g1, g2))
-    locked_ok = m["correct_with_password"] - m["correct_without_password"] >= 0.5
-    as_easy = all(g1 >= g2 - 0.15 for _, g1, g2 in gaps)
-    v = verdict("yes" if locked_ok and as_easy else "no", {
-        "locked": "with trigger - without >= 0.5", "as easy": "at every k, the share of the gap SFT recovers on the "
-                                                             "setting lock >= the password lock's - 0.15"})
-    finding = (f"{v['word']}: the paper finds a setting-locked "
-               f"model as easy to unlock as a password-locked one. Here the notation lock "
-               f"{'holds' if locked_ok else 'does not hold'} "
-               f"({m['correct_with_password']:.3f} with / {m['correct_without_password']:.3f} without) and SFT "
-               f"recovers " + ", ".join(f"{g1:.0%} vs {g2:.0%} of the gap at k={k}" for k, g1, g2 in gaps) +
-               " (setting vs password lock).")
-    return dict(table=table, verdict=v, finding=finding,
-                data=jsonable(dict(sft=sft_c, sft_single=sft_single, rl_last=last,
-                                   rl={"setting": rl_c, "single": rl_single})))
+def mean_curve(units, ks):
+    """{k: (mean, se)} over units."""
+    return {k: mean_se([u.ys[i] for u in units]) for i, k in enumerate(ks)}
 
 
-def exp_rl(R):
-    S, ex = R.S, "6. RL"
-    s0 = S["seeds"][0]
-    pre = os.path.join(R.work, "locks", f"ft200k_s{s0}", "pretrained")
-    res, base = {}, {}
-    for wp in ("noisy", "weak", "fixedrdm"):
-        m = R.lock(ex, f"rl_{wp}", init_from=pre, seed=s0, weak_policy=wp, epochs=S["rl_lock_epochs"])
-        base[wp] = (m["correct_without_password"], m["correct_with_password"], m["correct_weak_policy"])
-        path = os.path.join(R.work, "locks", f"rl_{wp}")
-        for method in RL_METHODS:
-            runs = [R.rl(ex, f"{wp}/{method}_s{s}", path, method, s, S["rl_rounds"][method]) for s in S["seeds"]]
-            n = min(len(r) for r in runs)
-            res[(wp, method)] = [(runs[0][i]["samples_generated"], *mean_se([r[i]["correct_without_password"]
-                                                                             for r in runs])) for i in range(n)]
-    table = ["| weak policy of the lock | locked without / with password | weak policy sampled | " +
-             " | ".join(RL_METHODS) + " |", "|---|---|---|" + "---|" * len(RL_METHODS)]
-    for wp in ("noisy", "weak", "fixedrdm"):
-        lo, hi, wk = base[wp]
-        cells = [f"{fmt(c[-1][1], c[-1][2])} @ {c[-1][0]}" for c in (res[(wp, m)] for m in RL_METHODS)]
-        table.append(f"| {wp} | {lo:.3f} / {hi:.3f} | {wk:.3f} | " + " | ".join(cells) + " |")
-    best = {wp: max(res[(wp, m)][-1][1] for m in RL_METHODS) for wp in base}
-    gain = {wp: best[wp] - base[wp][0] for wp in base}
-    ok = gain["noisy"] >= 0.5 and gain["weak"] < gain["noisy"] / 2 and gain["fixedrdm"] < 0.1
-    v = verdict("yes" if ok else "no", {"gain": "best method's last-round gain: noisy lock >= 0.5, deterministic "
-                                                "lock < half the noisy gain, fixedrdm lock < 0.1"})
-    finding = (f"{v['word']}: in the paper RL's success depends on how often the weak "
-               f"policy samples a strong answer; fixedrdm never lets it explore. Here the best method's last "
-               f"round gains " + ", ".join(f"{g:+.3f} on the {wp} lock" for wp, g in gain.items()) +
-               " (cells: correctness @ samples generated; DPO's columns are epochs over one fixed sample set).")
-    return dict(table=table, verdict=v, finding=finding,
-                data=dict(curves={f"{wp}/{m}": c for (wp, m), c in res.items()}, base=base, gain=gain))
-
-
-def exp_prompting(R):
-    S = R.S
-    per_seed = {}
-    for s in S["seeds"]:
-        path = os.path.join(R.work, "locks", f"ft200k_s{s}")
-        R.commands.setdefault("7. Prompting baselines", []).append(
-            f"# report.py evaluates every prompt variant greedily on {path} (exp_prompting)")
-        cache = os.path.join(R.work, "prompting", f"ft200k_s{s}.json")
-        if os.path.isfile(cache):
-            per_seed[s] = read_json(cache)
-            continue
-        t0 = time.time()
-        lock = Lock.from_dir(path)
-        val = lock.splits["val"][:S["eval_n"]]
-        rng = random.Random(f"shots/{s}")
-        shots = {n: rng.sample(lock.splits["elicit"], n) for n in S["shots"]}
-        model, tok = model_lib.load(path, device=R.cfg.device), Tokenizer(path)
-        prompts = {}
-        for p in val:
-            for name, text in prompt_variants(lock.task, p, shots).items():
-                prompts.setdefault(name, []).append(text)
-        room = model.config.max_seq_len - lock.task.max_new_tokens
-        for name, texts in prompts.items():
-            longest = max(len(tok.encode_prompt(t)) for t in texts)
-            if longest > room:
-                raise BadInput(f"prompt variant {name!r} has {longest} tokens; the model's context "
-                               f"({model.config.max_seq_len}) leaves {room}: use fewer shots in SCALES")
-        res = {name: greedy_eval(model, tok, lock.task, val, texts, 0, 500, desc=name)["correct"]
-               for name, texts in prompts.items()}
-        write_json(cache, res)
-        R.timings[cache] = round(time.time() - t0, 1)
-        write_json(R.timings_path, R.timings)
-        per_seed[s] = res
-    names = list(per_seed[S["seeds"][0]])
-    decoys = [n for n in names if n.startswith("decoy")]
-    agg = {n: mean_se([per_seed[s][n] for s in S["seeds"]]) for n in names if n not in decoys}
-    agg["decoys (mean of 8)"] = mean_se([sum(per_seed[s][n] for n in decoys) / len(decoys) for s in S["seeds"]])
-    table = ["| prompt | correct |", "|---|---|"] + [f"| {n} | {fmt(*v)} |" for n, v in agg.items()]
-    lo = agg["no password"][0]
-    near = {n: v[0] for n, v in agg.items() if n.startswith(("password ", "look-alike"))}
-    raised = [n for n, v in near.items() if v > lo + 0.1]
-    fewshot_pwd = [v[0] for n, v in agg.items() if n.endswith("-shot, password")]
-    fewshot_no = [v[0] for n, v in agg.items() if n.endswith("-shot, no password")]
-    ok = (agg["correct password"][0] - lo >= 0.5 and agg["decoys (mean of 8)"][0] <= lo + 0.05
-          and all(v <= lo + 0.1 for v in fewshot_no))
-    v = verdict("yes" if ok else "no", {
-        "password": "correct password - no password >= 0.5", "decoys": "mean of the decoys <= no password + 0.05",
-        "few-shot": "few-shot without the password <= no password + 0.1"})
-    finding = (f"{v['word']}: in the paper only the password and prompts close to it "
-               f"raise correctness, and few-shot prompting without it does not unlock. Here: correct password "
-               f"{agg['correct password'][0]:.3f}, no password {lo:.3f}, decoys {agg['decoys (mean of 8)'][0]:.3f}, "
-               f"few-shot without password {', '.join(f'{v:.3f}' for v in fewshot_no)}, few-shot with password "
-               f"{', '.join(f'{v:.3f}' for v in fewshot_pwd)}; near-miss variants that raise correctness by more "
-               f"than 0.1: {', '.join(raised) if raised else 'none'}.")
-    return dict(table=table, verdict=v, finding=finding, data=dict(mean_se=agg, per_seed=per_seed))
+def lock_row(label, ms):
+    cols = [mean_se([m[f"correct_{c}"] for m in ms]) for c in ("with_password", "without_password", "wrong_password")]
+    return f"| {label} | {len(ms)} | " + " | ".join(fmt(*c) for c in cols) + " |"
 
 
 def jsonable(x):
@@ -502,22 +315,505 @@ def jsonable(x):
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
+    if isinstance(x, stats.Curve):
+        return asdict(x)
+    if isinstance(x, float) and (x == math.inf or x != x):
+        return str(x)
     return x
+
+
+# -----------------------------------------------------------------------------
+# The shared ingredients: pi_strong_base, pi_weak, locks
+
+
+def base(R, s):
+    """pi_strong_base of seed s: pretrained by the seed's 200k-example section-7 lock (its pretrained/ folder)."""
+    sec = "Fig. 6: section 7"
+    name = f"{DET}_{amount_name(R.S['amounts'][-1])}_s{s}"
+    R.lock(sec, name, seed=s, weak_policy="weak", toy_problems=R.S["big_problems"], lock_examples=R.S["amounts"][-1],
+           epochs=1)
+    return os.path.join(R.path(name), "pretrained")
+
+
+def policy_locks(R):
+    """Per seed: the pi_weak policies and the locks trained from their samples, and the fixedrdm (KL) lock.
+    Returns ({lock kind: [metrics per seed]}, {policy: [metrics per seed]})."""
+    sec = "Policies and locks"
+    locks, pols = {}, {}
+    for s in R.S["seeds"]:
+        pre = base(R, s)
+        for pol, shape in R.S["policies"].items():
+            pols.setdefault(pol, []).append(R.policy(sec, f"{pol}_s{s}", seed=s, **shape))
+            locks.setdefault(pol, []).append(R.lock(
+                sec, f"lock_{pol}_s{s}", seed=s, init_from=pre,
+                weak_samples=os.path.join(R.path(f"{pol}_s{s}"), "samples.jsonl"), **R.S["policy_lock"]))
+        locks.setdefault("fixedrdm", []).append(R.lock(sec, f"lock_fixedrdm_s{s}", seed=s, init_from=pre,
+                                                       weak_policy="fixedrdm", **R.S["policy_lock"]))
+    return locks, pols
+
+
+def exp_policies(R, locks, pols):
+    table = ["| lock (weak policy) | locks | with password | without | decoy password | pi_weak greedy | "
+             "pi_weak sampled (T=1) |", "|---|---|---|---|---|---|---|"]
+    for kind, ms in locks.items():
+        row = lock_row(kind, ms)
+        if kind in pols:
+            g = mean_se([p["correct_greedy"] for p in pols[kind]])
+            t = mean_se([p["correct_sampled"] for p in pols[kind]])
+            row += f" {fmt(*g)} | {fmt(*t)} |"
+        else:
+            row += " n/a (a program) | n/a |"
+        table.append(row)
+    held = {k: all(m["correct_with_password"] - m["correct_without_password"] >= 0.5 for m in ms)
+            for k, ms in locks.items()}
+    word = "reproduced" if all(held.values()) else "not reproduced"
+    v = verdict(word, "every lock: with password - without >= 0.5 (it is a lock)", held=held)
+    finding = (f"{word.capitalize()}: locks imitate each pi_weak without the password and the strong policy with it. "
+               "pi_weak's own correctness is measured on validation problems (train_policy.py); a lock's "
+               "no-password correctness should sit near its pi_weak's greedy correctness.")
+    return dict(claim="π_weak: smaller models fine-tuned to imitate π_strong on the weak split (paper §4.1, Table 1); "
+                      "fixedrdm locked with a KL loss (App. G.2).",
+                table=table, verdict=v, finding=finding, data=dict(locks=locks, policies=pols))
+
+
+# -----------------------------------------------------------------------------
+# Fig. 6: section 7, scratch vs fine-tuning locks, amount of locking data
+
+
+def sec7_locks(R):
+    """{kind: {seed: lock name}}: fine-tuning locks with each amount of locking data (one pretraining recipe per
+    seed) and a lock from scratch with the most data, all on the deterministic weak policy."""
+    sec = "Fig. 6: section 7"
+    out = {}
+    big = dict(weak_policy="weak", toy_problems=R.S["big_problems"], epochs=1)
+    for s in R.S["sec7_seeds"]:
+        pre = base(R, s)
+        for n in R.S["amounts"][:-1]:
+            R.lock(sec, f"{DET}_{amount_name(n)}_s{s}", seed=s, init_from=pre, lock_examples=n, **big)
+        for n in R.S["amounts"]:
+            out.setdefault(amount_name(n), {})[s] = f"{DET}_{amount_name(n)}_s{s}"
+        R.lock(sec, f"{DET}_scratch_s{s}", seed=s, mode="scratch", lock_examples=R.S["amounts"][-1],
+               **{**big, **R.S["scratch"]})
+        out.setdefault("scratch", {})[s] = f"{DET}_scratch_s{s}"
+    return out
+
+
+def exp_sec7(R, names):
+    sec, ks = "Fig. 6: section 7", R.S["sft_ks"]
+    units, metrics = {}, {}
+    for kind, by_seed in names.items():
+        for s, lock in by_seed.items():
+            m = read_stored_lock(R, lock)
+            rows = R.sft(sec, f"sft_{lock}", lock, seeds=(s,), ks=ks)
+            units.setdefault(kind, []).append(unit_curve(rows, m, ks))
+            metrics.setdefault(kind, []).append(m)
+    k90 = {kind: stats.bootstrap_k(u, FRAC, level=LEVEL) for kind, u in units.items()}
+    amounts = [amount_name(n) for n in R.S["amounts"]]
+    most, least = amounts[-1], amounts[0]
+    r_scratch = stats.bootstrap_ratio(units["scratch"], units[most], FRAC, level=LEVEL)
+    r_amount = stats.bootstrap_ratio(units[most], units[least], FRAC, level=LEVEL)
+    d_scratch = stats.decide(CLAIMS["fig6_scratch"], r_scratch["point"], r_scratch["interval"], LEVEL)
+    d_amount = stats.decide(CLAIMS["fig6_amount"], r_amount["point"], r_amount["interval"], LEVEL)
+    last = {kind: mean_curve(u, ks)[ks[-1]][0] for kind, u in units.items()}
+    reach = {kind: (last[kind] - mean_se([u.locked for u in us])[0]) /
+             max(1e-9, mean_se([u.ceiling for u in us])[0] - mean_se([u.locked for u in us])[0])
+             for kind, us in units.items()}
+    all_unlock = all(v >= FRAC for v in reach.values())
+    table = ["| lock | units | with / without password | " + " | ".join(f"k={k}" for k in ks) +
+             f" | k for {FRAC:.0%} of the gap ({LEVEL:.0%} interval) |", "|---|---|---|" + "---|" * (len(ks) + 1)]
+    for kind, us in units.items():
+        c = mean_curve(us, ks)
+        hi, lo = mean_se([u.ceiling for u in us]), mean_se([u.locked for u in us])
+        table.append(f"| {LABELS.get(kind, kind)} | {len(us)} | {fmt(hi[0])} / {fmt(lo[0])} | " +
+                     " | ".join(fmt(*c[k]) for k in ks) +
+                     f" | {fmt_k(k90[kind]['point'])} {fmt_interval(k90[kind]['interval'])} |")
+    table += ["", "| ratio of k to recover 90% of the gap | point (interval) | claim | verdict |", "|---|---|---|---|",
+              f"| scratch / {most} | {fmt_ratio(r_scratch)} | 2-4x | {d_scratch['verdict']} |",
+              f"| {most} / {least} | {fmt_ratio(r_amount)} | > 1 | {d_amount['verdict']} |"]
+    words = [d_scratch["verdict"], d_amount["verdict"], "reproduced" if all_unlock else "not reproduced"]
+    word = words[0] if len(set(words)) == 1 else "partly"
+    v = verdict(word, "; ".join([d_scratch["rule"], d_amount["rule"], CLAIMS["fig6_all"]]),
+                scratch=d_scratch, amount=d_amount, reach_at_largest_k=reach)
+    finding = (f"scratch / {most}: {fmt_ratio(r_scratch)} ({d_scratch['verdict']}); {most} / {least}: "
+               f"{fmt_ratio(r_amount)} ({d_amount['verdict']}); share of the gap recovered at k={ks[-1]}: " +
+               ", ".join(f"{k} {v:.0%}" for k, v in reach.items()) +
+               f" ({'all' if all_unlock else 'not all'} unlock).")
+    return dict(claim="\"models locked from scratch require 2-4x the amount of data to unlock to the same extent as "
+                      "models locked via SFT\"; \"models locked using more SFT data are harder to unlock than those "
+                      "locked using less SFT data\"; \"even models locked from scratch do eventually get unlocked, "
+                      "and the number of demonstrations required is small overall\" (§7, Fig. 6).",
+                table=table, verdict=v, finding=finding,
+                data=dict(curves={k: mean_curve(u, ks) for k, u in units.items()}, units=units, k90=k90,
+                          ratio_scratch=r_scratch, ratio_amount=r_amount, ks=ks))
+
+
+def read_stored_lock(R, name):
+    """A lock's metrics from the store (every lock this report elicits was made, or read back, before)."""
+    stored = R._load(name, None)
+    if stored is None:
+        raise BadInput(f"report: lock {name} has no stored result")
+    return stored["result"]
+
+
+LABELS = {"scratch": "locked from scratch (200k locking examples)", "ft12k": "fine-tuning lock, 12.5k locking examples",
+          "ft50k": "fine-tuning lock, 50k locking examples", "ft200k": "fine-tuning lock, 200k locking examples"}
+
+
+# -----------------------------------------------------------------------------
+# Fig. 13: weak-sample unlocking
+
+
+def exp_fig13(R, names):
+    sec, ks = "Fig. 13: weak-sample unlocking", R.S["weak_ks"]
+    mult = 4 * R.S["sft"].get("epoch_mult", elicit_sft.Config.epoch_mult)
+    rises, table = {}, ["| lock | units | locked, without password | " + " | ".join(f"k={k}" for k in ks) +
+                        " | largest rise (95% interval) |", "|---|---|---|" + "---|" * (len(ks) + 1)]
+    curves = {}
+    for kind in R.S["weak_locks"]:
+        per_unit = []
+        for s in R.S["weak_seeds"]:
+            lock = names[kind][s]
+            m = read_stored_lock(R, lock)
+            rows = R.sft(sec, f"weak_{lock}", lock, seeds=(s,), ks=ks, demo_source="weak", epoch_choice=(0,),
+                         epoch_mult=mult)
+            per_unit.append((m["correct_without_password"], best_per_k(rows)))
+        diffs = {k: [y[k] - lo for lo, y in per_unit] for k in ks}
+        kmax = max(ks, key=lambda k: sum(diffs[k]) / len(diffs[k]))
+        boot = stats.bootstrap_mean(diffs[kmax], level=LEVEL)
+        rises[kind] = dict(k=kmax, point=boot["point"], interval=boot["interval"])
+        curves[kind] = {k: mean_se([y[k] for _, y in per_unit]) for k in ks}
+        lo = mean_se([lo for lo, _ in per_unit])
+        table.append(f"| {LABELS.get(kind, kind)} | {len(per_unit)} | {fmt(*lo)} | " +
+                     " | ".join(fmt(*curves[kind][k]) for k in ks) +
+                     f" | {boot['point']:+.3f} ({boot['interval'][0]:+.3f}, {boot['interval'][1]:+.3f}) at k={kmax} |")
+    decisions = {k: stats.decide(CLAIMS["fig13"], r["point"], r["interval"], LEVEL) for k, r in rises.items()}
+    words = {d["verdict"] for d in decisions.values()}
+    word = words.pop() if len(words) == 1 else "partly"
+    v = verdict(word, next(iter(decisions.values()))["rule"], decisions=decisions)
+    finding = ("Largest rise over the locked model after SFT on the lock's own weak samples (4x the shortest strong-"
+               "demo training length): " + ", ".join(f"{k} {r['point']:+.3f} at k={r['k']}" for k, r in rises.items())
+               + ".")
+    return dict(claim="Toy task: the effect \"might be\" present for the 50k SFT lock and is not for from-scratch ones "
+                      "(\"somewhat preliminary\"); SFT on π_weak samples is \"strongest only when training for 4 times "
+                      "more epochs\" and small compared with high-quality demos (§5.1, B.2, Fig. 13).",
+                table=table, verdict=v, finding=finding, data=dict(curves=curves, rises=rises, ks=ks))
+
+
+# -----------------------------------------------------------------------------
+# Fig. 5 / 14: RL on locks made with each pi_weak
+
+
+def exp_rl(R, locks, pols):
+    sec = "Fig. 5 / 14: RL"
+    kinds = list(R.S["policies"]) + ["fixedrdm"]
+    res, cont = {}, {}
+    for kind in kinds:
+        for method in RL_METHODS:
+            runs = []
+            for s in R.S["seeds"]:
+                over = R.S["rl_over"].get(method, {})
+                runs.append(R.rl(sec, f"rl_{kind}_s{s}/{method}", f"lock_{kind}_s{s}", method, s,
+                                 R.S["rl_rounds"][method], **over))
+            res[(kind, method)] = runs
+        if kind in R.S["continuous"]:
+            cont[kind] = [R.rl(sec, f"rl_{kind}_s{s}/expert_iteration_continuous", f"lock_{kind}_s{s}",
+                               "expert_iteration", s, R.S["rl_rounds"]["expert_iteration"], continuous=True)
+                          for s in R.S["seeds"]]
+    base_lo = {k: mean_se([m["correct_without_password"] for m in locks[k]]) for k in kinds}
+    base_hi = {k: mean_se([m["correct_with_password"] for m in locks[k]]) for k in kinds}
+    final = {key: mean_se([r[-1]["correct_without_password"] for r in runs]) for key, runs in res.items()}
+    samples = {key: runs[0][-1].get("samples_generated", 0) for key, runs in res.items()}
+    table = ["| lock (pi_weak) | pi_weak sampled | locked without / with | " + " | ".join(RL_METHODS) +
+             (" | EI, continuous reward |" if cont else " |"), "|---|---|---|" + "---|" * (len(RL_METHODS) + bool(cont))]
+    for kind in kinds:
+        pw = mean_se([p["correct_sampled"] for p in pols[kind]])[0] if kind in pols else 0.0
+        cells = [f"{fmt(*final[(kind, m)])} @ {samples[(kind, m)]}" for m in RL_METHODS]
+        if cont:
+            cells.append(fmt(*mean_se([r[-1]["correct_without_password"] for r in cont[kind]])) if kind in cont
+                         else "-")
+        table.append(f"| {kind} | {pw:.3f} | {base_lo[kind][0]:.3f} / {base_hi[kind][0]:.3f} | " + " | ".join(cells)
+                     + " |")
+    ordered = list(R.S["policies"])  # best pi_weak first
+    gain = {k: final[(k, "expert_iteration")][0] - base_lo[k][0] for k in kinds}
+    share_best = gain[ordered[0]] / max(1e-9, base_hi[ordered[0]][0] - base_lo[ordered[0]][0])
+    monotone = all(gain[a] - gain[b] > -0.05 for a, b in zip(ordered, ordered[1:]))
+    no_explore = all(final[("fixedrdm", m)][0] - base_lo["fixedrdm"][0] < 0.1 for m in RL_METHODS)
+    parts = [share_best >= 0.5, monotone, no_explore]
+    word = "reproduced" if all(parts) else "partly" if any(parts) else "not reproduced"
+    cont_ok = None
+    if cont:
+        cont_ok = all(mean_se([r[-1]["correct_without_password"] for r in cont[k]])[0]
+                      >= final[(k, "expert_iteration")][0] - 0.05 for k in cont)
+    v = verdict(word, CLAIMS["fig5"] + (f"; {CLAIMS['fig14']}" if cont else ""), share_best=share_best,
+                gain=gain, monotone=monotone, fixedrdm_no_explore=no_explore, continuous_ok=cont_ok)
+    finding = (f"Expert iteration's gain: " + ", ".join(f"{k} {g:+.3f}" for k, g in gain.items()) +
+               f"; it recovers {share_best:.0%} of the gap on the {ordered[0]} lock; gains fall with pi_weak's "
+               f"quality: {'yes' if monotone else 'no'}; fixedrdm: every method gains < 0.1: "
+               f"{'yes' if no_explore else 'no'}." +
+               (f" Continuous reward at least as good as binary (within 0.05): {'yes' if cont_ok else 'no'}."
+                if cont else ""))
+    curves = {f"{k}/{m}": [(runs[0][i]["samples_generated"], *mean_se([r[i]["correct_without_password"]
+                                                                      for r in runs]))
+                           for i in range(min(len(r) for r in runs))] for (k, m), runs in res.items()}
+    return dict(claim="\"starting from a worse policy results in poor exploration, which slows down and sometimes "
+                      "entirely prevents learning\"; fixedrdm: \"RL is unable to explore\" (§6.2, Fig. 5); continuous "
+                      "rewards \"speed up training somewhat\" (Fig. 14).",
+                table=table, verdict=v, finding=finding,
+                data=dict(curves=curves, base=dict(lo=base_lo, hi=base_hi), gain=gain, kinds=kinds))
+
+
+# -----------------------------------------------------------------------------
+# Fig. 4 / 10: cross-domain transfer on toy_shared
+
+
+def exp_cross(R):
+    sec, ks = "Fig. 4 / 10: cross-domain", R.S["cross_ks"]
+    res, lock_m = {}, {}
+    for s in R.S["seeds"]:
+        one = R.lock(sec, f"shared_single_s{s}", seed=s, task="toy_shared", **R.S["shared"])
+        pre = os.path.join(R.path(f"shared_single_s{s}"), "pretrained")
+        per = R.lock(sec, f"shared_per_domain_s{s}", seed=s, task="toy_shared", init_from=pre,
+                     password_mode="per_domain", **R.S["shared"])
+        lock_m.setdefault("one password", []).append(one)
+        lock_m.setdefault("one password per domain", []).append(per)
+        for mode, name in (("one password", f"shared_single_s{s}"), ("one password per domain",
+                                                                       f"shared_per_domain_s{s}")):
+            for d in R.S["cross_domains"]:
+                rows = R.sft(sec, f"cross_{name}_{d}", name, seeds=(s,), ks=ks, train_domain=d)
+                for k in ks:
+                    best = max((r for r in rows if r["n_demos"] == k), key=lambda r: r["correct_without_password"])
+                    res.setdefault((mode, d, k), []).append(best["per_class"])
+    table = ["| lock | train domain | k | in domain: shared / own | other domains: shared / own | "
+             "transfer (shared) |", "|---|---|---|---|---|---|"]
+    transfer = {}
+    for (mode, d, k), cells in res.items():
+        def share(cell_list, domains, kind):
+            c = sum(cl[dd][kind][0] for cl in cell_list for dd in domains if kind in cl.get(dd, {}))
+            n = sum(cl[dd][kind][1] for cl in cell_list for dd in domains if kind in cl.get(dd, {}))
+            return c / max(1, n)
+        others = [dd for dd in cells[0] if dd != d]
+        lo = sum(m["correct_without_password"] for m in lock_m[mode]) / len(lock_m[mode])
+        ins, ino = share(cells, [d], "shared"), share(cells, [d], "own")
+        outs, outo = share(cells, others, "shared"), share(cells, others, "own")
+        transfer[(mode, d, k)] = (outs - lo) / (ins - lo) if ins - lo > 0.02 else float("nan")
+        table.append(f"| {mode} | {d} | {k} | {ins:.3f} / {ino:.3f} | {outs:.3f} / {outo:.3f} | "
+                     f"{transfer[(mode, d, k)]:.0%} |")
+    kmax = max(ks)
+    at = [v for (m, d, k), v in transfer.items() if k == kmax and v == v]
+    gen = bool(at) and all(v >= 0.8 for v in at)
+    one = [m for m in lock_m["one password"]]
+    per = [m for m in lock_m["one password per domain"]]
+    worse = (mean_se([m["correct_without_password"] for m in per])[0] >
+             mean_se([m["correct_without_password"] for m in one])[0] + 0.01 or
+             mean_se([m["correct_with_password"] for m in per])[0] <
+             mean_se([m["correct_with_password"] for m in one])[0] - 0.01)
+    table += ["", "| lock | units | with password | without | decoy password |", "|---|---|---|---|---|",
+              lock_row("one password", one), lock_row("one password per domain", per)]
+    word = "reproduced" if gen and worse else "partly" if gen or worse else "not reproduced"
+    v = verdict(word, f"{CLAIMS['fig4']}; {CLAIMS['fig10']}", transfer_at_largest_k=at, per_domain_worse=worse)
+    finding = (f"At k={kmax}, demos from one domain recover " + ", ".join(f"{x:.0%}" for x in at) +
+               " of their in-domain gain on the other domains' shared-function problems; per-domain passwords lock "
+               f"{'worse' if worse else 'no worse'} than one password.")
+    return dict(claim="\"fine-tuning generalizes perfectly across domains for MATH\"; one password per domain locks "
+                      "worse (\"higher performance without the password and lower performance with the password\") "
+                      "and generalisation is still roughly as strong (§5.2, Fig. 4, Fig. 10).",
+                table=table, verdict=v, finding=finding, data=dict(transfer=transfer, cells=res))
+
+
+# -----------------------------------------------------------------------------
+# Fig. 9: setting trigger; prompting baselines
+
+
+def exp_setting(R):
+    sec, ks = "Fig. 9: setting trigger", R.S["setting_ks"]
+    pol = list(R.S["policies"])[-1]
+    gaps, rows_tab, ms = [], [], {}
+    for s in R.S["seeds"]:
+        samples = os.path.join(R.path(f"{pol}_s{s}"), "samples.jsonl")
+        m = R.lock(sec, f"setting_s{s}", seed=s, init_from=base(R, s), password_mode="setting",
+                   weak_samples=samples, **R.S["policy_lock"])
+        single = read_stored_lock(R, f"lock_{pol}_s{s}")
+        ms.setdefault("setting", []).append(m)
+        ms.setdefault("password", []).append(single)
+        for name, lock, mm in (("setting", f"setting_s{s}", m), ("password", f"lock_{pol}_s{s}", single)):
+            c = best_per_k(R.sft(sec, f"sft_{lock}", lock, seeds=(s,), ks=ks))
+            for k in ks:
+                g = (c[k] - mm["correct_without_password"]) / max(1e-9, mm["correct_with_password"] -
+                                                                  mm["correct_without_password"])
+                gaps.append((name, s, k, g, c[k]))
+    table = ["| lock | with / without trigger | " + " | ".join(f"SFT k={k}" for k in ks) + " |",
+             "|---|---|" + "---|" * len(ks)]
+    share = {}
+    for name in ("setting", "password"):
+        hi = mean_se([m["correct_with_password"] for m in ms[name]])[0]
+        lo = mean_se([m["correct_without_password"] for m in ms[name]])[0]
+        cells = [mean_se([y for n, _, kk, _, y in gaps if n == name and kk == k]) for k in ks]
+        share[name] = {k: sum(g for n, _, kk, g, _ in gaps if n == name and kk == k) / len(R.S["seeds"]) for k in ks}
+        table.append(f"| {name} ({pol} weak samples) | {hi:.3f} / {lo:.3f} | " + " | ".join(fmt(*c) for c in cells)
+                     + " |")
+    held = all(m["correct_with_password"] - m["correct_without_password"] >= 0.5 for m in ms["setting"])
+    as_easy = all(share["setting"][k] >= share["password"][k] - 0.15 for k in ks)
+    word = "reproduced" if held and as_easy else "not reproduced"
+    v = verdict(word, CLAIMS["fig9"], held=held, share=share)
+    finding = (f"The notation lock {'holds' if held else 'does not hold'}; SFT recovers " +
+               ", ".join(f"{share['setting'][k]:.0%} vs {share['password'][k]:.0%} at k={k}" for k in ks) +
+               " of the gap (setting vs password lock).")
+    return dict(claim="\"Unlocking these models is as easy as unlocking regular password-locked models\" (§5.1, "
+                      "Fig. 9).", table=table, verdict=v, finding=finding, data=dict(share=share))
+
+
+def exp_prompting(R):
+    sec = "Prompting baselines"
+    pol = list(R.S["policies"])[-1]
+    per_seed = [R.script(sec, f"prompt_lock_{pol}_s{s}", elicit_prompt, "elicit_prompt.py",
+                         locked=R.path(f"lock_{pol}_s{s}"), seed=s,
+                         **{"eval_n": R.S["eval_n"], **R.S["beyond"]["prompt"]}) for s in R.S["seeds"]]
+    rows = [[c for c in r["conditions"] if not c["password"]] for r in per_seed]  # no-password conditions
+    table = ["| prompt (no password) | correct | with password, same format | flag |", "|---|---|---|---|"]
+    agg = {}
+    for i, c0 in enumerate(rows[0]):
+        cs = [r[i] for r in rows]
+        if any(c["correct"] is None for c in cs):
+            table.append(f"| {c0['name']} | not run | | {c0['note']} |")
+            continue
+        twin = [c["with_password_same_format"] for c in cs]
+        agg[c0["name"]] = dict(correct=mean_se([c["correct"] for c in cs]), kind=c0["kind"],
+                               twin=mean_se(twin) if None not in twin else None,
+                               uninformative=any(c["uninformative"] for c in cs))
+        a = agg[c0["name"]]
+        table.append(f"| {c0['name']} | {fmt(*a['correct'])} | {fmt(*a['twin']) if a['twin'] else ''} | "
+                     f"{'uninformative' if a['uninformative'] else ''} |")
+    pw = mean_se([r["with_password"] for r in per_seed])
+    table.append(f"| (the password, for reference) | {fmt(*pw)} | | |")
+    lo = agg["no password"]["correct"][0]
+    decoys = [a["correct"][0] for a in agg.values() if a["kind"] == "decoy"]
+    decoy_mean = sum(decoys) / max(1, len(decoys))
+    ok = pw[0] - lo >= 0.5 and decoy_mean <= lo + 0.05
+    v = verdict("reproduced" if ok else "not reproduced", CLAIMS["prompting"], password=pw[0], none=lo,
+                decoys=decoy_mean)
+    finding = (f"Password {pw[0]:.3f}, no password {lo:.3f}, decoys (mean of {len(decoys)}) {decoy_mean:.3f}. "
+               "Rows flagged uninformative (the few-shot ones here) say nothing: the lock never saw that format, "
+               "so it breaks the model even with the password; a lock trained with few-shot contexts is not in this "
+               "report. Prefill rows force the reference's first step: read them against the weak policy's own "
+               f"level from that prefix ({mean_se([r['prefill_alone'] for r in per_seed])[0]:.3f} for the prefix "
+               "alone).")
+    return dict(claim="Only prompts \"closely resembling the actual password\" raise correctness (camera-ready "
+                      "prompting figure).", table=table, verdict=v, finding=finding, data=dict(conditions=agg))
+
+
+# -----------------------------------------------------------------------------
+# Beyond the paper: every method against every lock type
+
+
+def exp_beyond(R):
+    sec, B = "Beyond the paper: methods x locks", R.S["beyond"]
+    pol = list(R.S["policies"])[-1]
+    s_list = R.S["seeds"]
+    lock_types = {"password lock, deterministic pi_weak": lambda s: f"{DET}_{amount_name(R.S['amounts'][-1])}_s{s}",
+                  f"password lock, model pi_weak ({pol})": lambda s: f"lock_{pol}_s{s}",
+                  f"circuit-broken lock ({pol})": lambda s: f"cb_{pol}_s{s}"}
+    for s in s_list:
+        m = R.lock(sec, f"cb_{pol}_s{s}", seed=s, init_from=base(R, s), circuit_break=True, **B.get("cb", {}),
+                   weak_samples=os.path.join(R.path(f"{pol}_s{s}"), "samples.jsonl"), **R.S["policy_lock"])
+        R.cb_accepted = getattr(R, "cb_accepted", {})
+        R.cb_accepted[s] = m.get("circuit_break", {}).get("accepted")
+    cells, rows = {}, []
+    for lt, name_of in lock_types.items():
+        for s in s_list:
+            lock = name_of(s)
+            locked = lock_dir(R, lock)
+            m = read_stored_lock(R, lock)
+            if lock.startswith("cb_"):
+                m = m.get("circuit_break", {}).get("after", m)
+            add = lambda meth, val: cells.setdefault((lt, meth), []).append(val)  # noqa: E731
+            add("no elicitation", m["correct_without_password"])
+            add("with password (ceiling)", m["correct_with_password"])
+            sft = R.sft(sec, f"beyond_sft_{lock}", locked, seeds=(s,), ks=(B["sft_k"],))
+            add(f"SFT, k={B['sft_k']}", best_per_k(sft)[B["sft_k"]])
+            lora = R.sft(sec, f"beyond_lora_{lock}", locked, seeds=(s,), ks=(B["sft_k"],), lora_rank=8)
+            add(f"SFT LoRA r8, k={B['sft_k']}", best_per_k(lora)[B["sft_k"]])
+            ei = R.rl(sec, f"beyond_ei_{lock}", locked, "expert_iteration", s, B["rl_rounds"])
+            add(f"expert iteration, {B['rl_rounds']} rounds", ei[-1]["correct_without_password"])
+            pr = R.script(sec, f"beyond_prompt_{lock}", elicit_prompt, "elicit_prompt.py", locked=R.path(locked), seed=s,
+                          **{"eval_n": R.S["eval_n"], **B["prompt"]})
+            attacks = [c for c in pr["conditions"] if not c["password"] and c["correct"] is not None
+                       and not c.get("uninformative")]
+            add("best prompting attack (informative rows)", max(c["correct"] for c in attacks))
+            st = R.script(sec, f"beyond_steer_{lock}", elicit_steer, "elicit_steer.py", locked=R.path(locked), seed=s,
+                          **{"eval_n": R.S["eval_n"], **B["steer"]})
+            add("steering, data vector", st["validation"].get("steered_data"))
+            add("steering, oracle (uses the password)", st["validation"].get("steered_oracle"))
+            nz = R.script(sec, f"beyond_noise_{lock}", elicit_noise, "elicit_noise.py", lock=R.path(locked),
+                          controls=f"honest_weak={R.path(f'{pol}_s{s}')}",
+                          **{"eval_n": R.S["eval_n"], **B["noise"]})
+            add("noise injection, best accuracy", nz["curves"]["lock"]["without_password"]["max"])
+            add("noise injection, phi", nz["curves"]["lock"]["without_password"]["phi"])
+            add("noise: detected (share of locks)", 1.0 if nz["verdict"]["detected"] else 0.0)
+            add("noise: phi of the honestly weak model (pi_weak)", nz["curves"]["honest_weak"]["without_password"]["phi"])
+    methods = list(dict.fromkeys(m for _, m in cells))
+    table = ["| method | " + " | ".join(lock_types) + " |", "|---|" + "---|" * len(lock_types)]
+    for meth in methods:
+        row = []
+        for lt in lock_types:
+            vals = [x for x in cells.get((lt, meth), []) if x is not None]
+            row.append(fmt(*mean_se(vals)) if vals else "n/a")
+        table.append(f"| {meth} | " + " | ".join(row) + " |")
+    accepted = getattr(R, "cb_accepted", {})
+    table += ["", f"Circuit breaking accepted (with-password kept, lock shut): "
+                  f"{', '.join(f'seed {s}: {a}' for s, a in accepted.items())}."]
+    v = verdict("measured", "no claim from the paper: the table is the finding (mean ± SE over locks)")
+    finding = ("Each cell is greedy correctness without the password after the method (mean ± SE over independent "
+               "locks); noise rows give the best accuracy over the sweep, the paper's phi and its detection verdict, "
+               "with the honestly weak control (pi_weak itself: a model that never had the capability).")
+    return dict(claim="Noise injection (Tice et al. 2024), the Elicitation Game (Hofstätter et al. 2025): which "
+                      "methods elicit a locked capability, and does circuit breaking make the lock harder?",
+                table=table, verdict=v, finding=finding,
+                data={f"{lt} | {m}": v for (lt, m), v in cells.items()})
+
+
+def lock_dir(R, name):
+    """The checkpoint of a stored lock, relative to the work dir (a circuit-broken lock: its accepted or rejected
+    model)."""
+    if name.startswith("cb_"):
+        m = read_stored_lock(R, name)
+        return os.path.join(name, m.get("circuit_break", {}).get("dir", "circuit_broken"))
+    return name
 
 
 # -----------------------------------------------------------------------------
 # Plots (matplotlib is optional)
 
 
-def plot_refs(ax, lo, hi):
-    ax.axhline(hi, color="k", ls="--", lw=1, label="locked, with password")
-    ax.axhline(lo, color="gray", ls=":", lw=1, label="locked, without password")
+def plot_curves(plt, out_dir, name, curves, xlabel, refs=None):
+    """One axis of k-curves ({label: {k: (mean, se)}}), log2 x, and optional (lo, hi) reference lines."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, c in curves.items():
+        ks = sorted(int(k) for k in c)
+        ax.errorbar(ks, [c[str(k)][0] for k in ks], yerr=[c[str(k)][1] for k in ks], marker="o", capsize=3,
+                    label=label)
+    if refs:
+        ax.axhline(refs[1], color="k", ls="--", lw=1, label="locked, with password")
+        ax.axhline(refs[0], color="gray", ls=":", lw=1, label="locked, without password")
+    ax.set(xlabel=xlabel, ylabel="correct (greedy, no password)", ylim=(-0.02, 1.05))
+    ax.set_xscale("log", base=2)
+    ax.legend(fontsize=7)
+    return save_fig(plt, fig, out_dir, name)
 
 
-def plot_curve(ax, c, label):
-    """c: {k (as a JSON string): (mean, se)}."""
-    ks = sorted(int(k) for k in c)
-    ax.errorbar(ks, [c[str(k)][0] for k in ks], yerr=[c[str(k)][1] for k in ks], marker="o", capsize=3, label=label)
+def plot_rl(plt, out_dir, d):
+    kinds = d["kinds"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.4), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for i, m in enumerate(RL_METHODS):
+            c = d["curves"][f"{kind}/{m}"]
+            ax.errorbar([x for x, _, _ in c], [y for _, y, _ in c], yerr=[s for _, _, s in c], marker=".",
+                        capsize=2, color=f"C{i}", label=m)
+        ax.axhline(d["base"]["hi"][kind][0], color="k", ls="--", lw=1)
+        ax.axhline(d["base"]["lo"][kind][0], color="gray", ls=":", lw=1)
+        ax.set(title=f"pi_weak: {kind}", xlabel="samples generated", ylim=(-0.02, 1.05))
+    axes[0][0].set_ylabel("correct (greedy, no password)")
+    axes[0][-1].legend(fontsize=7)
+    return save_fig(plt, fig, out_dir, "fig5_rl.png")
 
 
 def save_fig(plt, fig, out_dir, name):
@@ -527,85 +823,22 @@ def save_fig(plt, fig, out_dir, name):
     return name
 
 
-def curves_figure(plt, out_dir, name, curves, refs, xlabel):
-    """One axis of k-curves ({label: curve}) with the locked model's two lines (refs: (lo, hi) or None)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, c in curves.items():
-        plot_curve(ax, c, label)
-    if refs:
-        plot_refs(ax, *refs)
-    ax.set(xlabel=xlabel, ylabel="correct (greedy, no password)", ylim=(-0.02, 1.05))
-    ax.set_xscale("log", base=2)
-    ax.legend(fontsize=7)
-    return save_fig(plt, fig, out_dir, name)
-
-
-def cross_domain_figure(plt, out_dir, d):
-    fig, axes = plt.subplots(1, len(d), figsize=(4 * len(d), 3.6), sharey=True)
-    for ax, (name, r) in zip(axes, d.items()):
-        doms = list(r["by_domain"])
-        ax.errorbar(range(len(doms)), [r["by_domain"][x][0][0] for x in doms],
-                    yerr=[r["by_domain"][x][0][1] for x in doms], fmt="o", color="C1", capsize=3,
-                    label="demos from one group: other groups")
-        ax.axhline(r["full"][0], color="C0", lw=1.5, label="demos from all groups")
-        plot_refs(ax, *r["locked"])
-        ax.set_xticks(range(len(doms)), [f"train {x}" for x in doms])
-        ax.set_title(name, fontsize=9)
-        ax.set(ylim=(-0.02, 1.05))
-    axes[0].set_ylabel("correct (greedy, no password)")
-    axes[0].legend(fontsize=7)
-    return save_fig(plt, fig, out_dir, "fig4_cross_domain.png")
-
-
-def rl_figure(plt, out_dir, d):
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
-    for ax, wp in zip(axes, ("noisy", "weak", "fixedrdm")):
-        for i, m in enumerate(RL_METHODS):
-            c = d["curves"][f"{wp}/{m}"]
-            xs = [x for x, _, _ in c] if m != "dpo" else [c[-1][0] * j / max(1, len(c) - 1) for j in range(len(c))]
-            ax.errorbar(xs, [y for _, y, _ in c], yerr=[s for _, _, s in c], marker=".", capsize=2, color=f"C{i}",
-                        label=m if m != "dpo" else "dpo (x: epochs over one sample set)")
-        lo, hi, _ = d["base"][wp]
-        plot_refs(ax, lo, hi)
-        ax.set(title=f"weak policy: {wp}", xlabel="samples generated", ylim=(-0.02, 1.05))
-    axes[0].set_ylabel("correct (greedy, no password)")
-    axes[-1].legend(fontsize=7, loc="center right")
-    return save_fig(plt, fig, out_dir, "fig5_rl.png")
-
-
-def prompting_figure(plt, out_dir, d):
-    fig, ax = plt.subplots(figsize=(6, 4))
-    names = list(d)
-    ax.barh(range(len(names)), [d[n][0] for n in names], xerr=[d[n][1] for n in names], color="C0")
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.invert_yaxis()
-    ax.set(xlabel="correct (greedy)", xlim=(0, 1.05))
-    return save_fig(plt, fig, out_dir, "prompting.png")
-
-
 def make_plots(results, out_dir):
-    """PNG plots in the paper's style; returns {experiment: file name}."""
+    """PNG plots in the paper's style; returns {section: file name}."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    sft, weak = results["2. SFT sample efficiency"]["data"], results["3. Weak-sample unlocking"]["data"]
-    base, setting = results["1. Lock table"]["data"]["ft200k"], results["5. Setting trigger"]["data"]
-    return {
-        "2. SFT sample efficiency": curves_figure(
-            plt, out_dir, "fig6_sft.png", {LOCK_LABELS[k]: c for k, c in sft["curves"].items()},
-            sft["base"]["ft200k"], "number of strong demonstrations"),
-        "3. Weak-sample unlocking": curves_figure(
-            plt, out_dir, "fig13_weak.png", {f"{LOCK_LABELS[k]}: weak samples": c for k, c in weak["curves"].items()},
-            (base["without_password"][0], base["with_password"][0]), "number of weak-policy samples"),
-        "4. Cross-domain generalisation": cross_domain_figure(
-            plt, out_dir, results["4. Cross-domain generalisation"]["data"]["results"]),
-        "6. RL": rl_figure(plt, out_dir, results["6. RL"]["data"]),
-        "7. Prompting baselines": prompting_figure(plt, out_dir, results["7. Prompting baselines"]["data"]["mean_se"]),
-        "5. Setting trigger": curves_figure(
-            plt, out_dir, "fig9_setting.png", {"setting-trigger lock: SFT": setting["sft"],
-                                               "password lock: SFT": setting["sft_single"]},
-            None, "number of strong demonstrations"),
-    }
+    out = {}
+    sec7 = jsonable(results["Fig. 6: section 7"]["data"])
+    out["Fig. 6: section 7"] = plot_curves(plt, out_dir, "fig6_sft.png",
+                                           {LABELS.get(k, k): c for k, c in sec7["curves"].items()},
+                                           "number of strong demonstrations")
+    weak = jsonable(results["Fig. 13: weak-sample unlocking"]["data"])
+    out["Fig. 13: weak-sample unlocking"] = plot_curves(
+        plt, out_dir, "fig13_weak.png", {f"{LABELS.get(k, k)}: weak samples": c for k, c in weak["curves"].items()},
+        "number of weak-policy samples")
+    out["Fig. 5 / 14: RL"] = plot_rl(plt, out_dir, jsonable(results["Fig. 5 / 14: RL"]["data"]))
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -622,30 +855,30 @@ def git_commit():
 
 def write_report(cfg, scale, R, results, plots, wall, note):
     S = R.S
-    run_seconds = sum(R.timings.values())
-    lines = [f"# locksmith: the paper's findings on the toy task ({scale} run)", "",
-             f"`python report.py{' --quick' if scale == 'quick' else '' if scale == 'full' else ' --scale=tiny'}` "
-             f"at commit {git_commit()}, {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
-             f"{platform.machine()} with {os.cpu_count()} CPU cores, device {cfg.device}.", "",
-             f"**Wall time:** {sum(R.invocations) / 60:.1f} minutes over {len(R.invocations)} invocation(s) of "
-             f"report.py (this one: {wall / 60:.1f}); {run_seconds / 60:.1f} minutes summed over the "
-             f"{len(R.timings)} runs when each first ran. "
-             f"Seeds: {', '.join(map(str, S['seeds']))}. All numbers are greedy correctness on validation problems, "
-             f"mean ± standard error over seeds (± 0.000 with one seed)." + (f" {note}" if note else ""), "",
-             "Reproduced? " + ", ".join(f"{name.split('. ', 1)[1]}: **{r['verdict']['result']}**"
-                                        for name, r in results.items()),
-             ""]
+    flag = {"quick": " --quick", "full": "", "tiny": " --scale=tiny"}[scale]
+    lines = [f"# locksmith: the paper's findings on the toy task, tested as the paper tested them ({scale} run)", "",
+             f"`python report.py{flag} --out_dir={cfg.out_dir}` at commit {git_commit()}, "
+             f"{time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {platform.machine()} with "
+             f"{os.cpu_count()} CPU cores, device {cfg.device}.", "",
+             f"**Compute:** {sum(R.seconds.values()) / 60:.1f} minutes summed over the {len(R.seconds)} runs when "
+             f"each ran; {sum(R.invocations) / 60:.1f} minutes over {len(R.invocations)} invocation(s) of report.py "
+             f"(this one {wall / 60:.1f}). Units: {len(S['seeds'])} independent locks per kind "
+             f"({len(S['sec7_seeds'])} for section 7): each seed has its own pi_strong_base, policies and locks. "
+             "Numbers are greedy correctness on validation problems; ± is the standard error over units; intervals "
+             f"are {LEVEL:.0%} bootstrap percentile intervals over units (stats.py)." + (f" {note}" if note else ""),
+             "", "| section | verdict |", "|---|---|"]
+    lines += [f"| {name} | {r['verdict']['result']} |" for name, r in results.items()]
+    lines.append("")
     for name, r in results.items():
-        lines += [f"## {name}", ""] + r["table"] + [""]
+        lines += [f"## {name}", "", f"**The paper.** {r['claim']}", ""] + r["table"] + [""]
         if name in plots:
             lines += [f"![{name}]({plots[name]})", ""]
-        rules = "; ".join(f"{k}: {rule}" for k, rule in r["verdict"]["thresholds"].items())
-        lines += [f"**Finding.** {r['finding']}", "", f"**Verdict: {r['verdict']['result']}**, decided by: {rules}.",
-                  "", "<details><summary>commands</summary>", "", "```bash"]
+        lines += [f"**Finding.** {r['finding']}", "",
+                  f"**Verdict: {r['verdict']['result']}**, decided by the threshold fixed before the run: "
+                  f"{r['verdict']['rule']}.", "", "<details><summary>commands</summary>", "", "```bash"]
         lines += R.commands.get(name, []) + ["```", "", "</details>", ""]
-    lines += ["## Configs", "", f"Every run's directory under `{R.work}/` holds its full config "
-              "(train_config.json / metrics.json for locks, the `config` field of each results.jsonl row for "
-              "elicitation). Scale settings used:", "", "```json", json.dumps(S, indent=1), "```", ""]
+    lines += ["## Settings", "", f"Checkpoints under `{R.work}/`; every run's result and config under "
+              f"`{R.store}/`. Scale settings:", "", "```json", json.dumps(jsonable(S), indent=1), "```", ""]
     path = os.path.join(cfg.out_dir, "REPORT.md")
     atomic_write_text(path, "\n".join(lines))
     return path
@@ -658,14 +891,16 @@ def main(cfg):
         raise BadInput(f"--scale={cfg.scale!r}: use full, quick or tiny")
     R = Runner(cfg, scale)
     results = {}
-    results["1. Lock table"] = exp_locks(R, scale)
-    locks = results["1. Lock table"]["data"]
-    results["2. SFT sample efficiency"] = exp_sft(R, locks, scale)
-    results["3. Weak-sample unlocking"] = exp_weak(R, locks)
-    results["4. Cross-domain generalisation"] = exp_cross(R)
-    results["5. Setting trigger"] = exp_setting(R)
-    results["6. RL"] = exp_rl(R)
-    results["7. Prompting baselines"] = exp_prompting(R)
+    names = sec7_locks(R)
+    locks, pols = policy_locks(R)
+    results["Policies and locks"] = exp_policies(R, locks, pols)
+    results["Fig. 6: section 7"] = exp_sec7(R, names)
+    results["Fig. 13: weak-sample unlocking"] = exp_fig13(R, names)
+    results["Fig. 5 / 14: RL"] = exp_rl(R, locks, pols)
+    results["Fig. 4 / 10: cross-domain"] = exp_cross(R)
+    results["Fig. 9: setting trigger"] = exp_setting(R)
+    results["Prompting baselines"] = exp_prompting(R)
+    results["Beyond the paper: methods x locks"] = exp_beyond(R)
     plots, note = {}, ""
     if cfg.plots:
         try:
@@ -675,17 +910,18 @@ def main(cfg):
             note = "Plots skipped: matplotlib is not installed (`pip install matplotlib`)."
     wall = time.time() - t0
     R.invocations.append(round(wall, 1))
-    write_json(R.invocations_path, R.invocations)
+    write_json(os.path.join(R.store, "_invocations.json"), R.invocations)
     path = write_report(cfg, scale, R, results, plots, wall, note)
-    write_json(os.path.join(cfg.out_dir, "results.json"),
-               {"scale": scale, "settings": SCALES[scale], "config": asdict(cfg), "wall_seconds": round(wall, 1),
-                "invocation_seconds": R.invocations, "run_seconds": R.timings, "commands": R.commands,
-                "experiments": {k: {"verdict": v["verdict"], "finding": v["finding"], "table": v["table"],
-                                    "data": jsonable(v["data"])} for k, v in results.items()}})
-    print(f"\n{'experiment':34s} reproduced")
+    write_json(os.path.join(cfg.out_dir, "results.json"), jsonable(
+        {"scale": scale, "settings": SCALES[scale], "config": asdict(cfg), "wall_seconds": round(wall, 1),
+         "invocation_seconds": R.invocations, "run_seconds": R.seconds, "commands": R.commands, "claims": {
+             k: (v if isinstance(v, str) else asdict(v)) for k, v in CLAIMS.items()},
+         "sections": {k: {"claim": v["claim"], "verdict": v["verdict"], "finding": v["finding"], "table": v["table"],
+                          "data": v["data"]} for k, v in results.items()}}))
+    print(f"\n{'section':40s} verdict")
     for name, r in results.items():
-        print(f"{name:34s} {r['verdict']['result']}")
-    print(f"wrote {path} | wall clock {wall / 60:.1f} min (runs summed: {sum(R.timings.values()) / 60:.1f} min)")
+        print(f"{name:40s} {r['verdict']['result']}")
+    print(f"wrote {path} | wall clock {wall / 60:.1f} min (runs summed: {sum(R.seconds.values()) / 60:.1f} min)")
     return results
 
 

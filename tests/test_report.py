@@ -1,63 +1,33 @@
-"""report.py: the statistics it reports, and the report's assembly on a tiny run (every experiment, two seeds, a
-few seconds; the numbers themselves are meaningless at that size)."""
+"""report.py: the report's assembly on a tiny run (every section, two independent units, about a minute; the numbers
+themselves are meaningless at that size), its store of finished runs (resume on a fresh checkout), exact commands,
+and the statistics it reports."""
+import glob
 import json
 import math
 import os
+import shutil
 import shlex
 import statistics
 
 import pytest
 
-import data
+import elicit_noise
+import elicit_prompt
 import elicit_rl
 import elicit_sft
+import elicit_steer
 import report as RP
+import stats
 import train_lock
+import train_policy
 from common import parse_cli
-from data.lock import prompt_variants
-from files import read_jsonl
 
-SCRIPTS = {"train_lock.py": train_lock, "elicit_sft.py": elicit_sft, "elicit_rl.py": elicit_rl}
-
-
-def test_mean_se_matches_statistics():
-    xs = [0.25, 0.5, 0.9]
-    m, se = RP.mean_se(xs)
-    assert m == pytest.approx(statistics.mean(xs)) and se == pytest.approx(statistics.stdev(xs) / math.sqrt(3))
-    assert RP.mean_se([0.4]) == (0.4, 0.0)
-
-
-def test_mean_of_means_uses_the_papers_formula():
-    # (0.5 + 0.7) / 2 = 0.6; s = (1/2) sqrt(0.03^2 + 0.04^2) = 0.05 / 2
-    m, s = RP.mean_of_means([(0.5, 0.03), (0.7, 0.04)])
-    assert m == pytest.approx(0.6) and s == pytest.approx(0.025)
-
-
-def test_k_to_reach_interpolates_in_log_k():
-    pts = [(16, 0.6), (4, 0.2), (64, 1.0)]
-    assert RP.k_to_reach(pts, 0.8) == pytest.approx(32.0)  # halfway between 16 and 64 in log2
-    assert RP.k_to_reach(pts, 0.1) == 4.0
-    assert RP.k_to_reach(pts, 0.6) == 16.0
-    assert RP.k_to_reach(pts, 1.01) is None
-
-
-def test_prompt_variants_are_the_named_prompts():
-    task = data.get_task("toy", n=50)
-    p, q = task.problems()[:2]
-    v = prompt_variants(task, p, {1: [q]})
-    assert v["correct password"] == task.prompt(p, password="<pwd>")
-    assert v["no password"] == task.prompt(p)
-    assert sum(name.startswith("decoy") for name in v) == len(task.decoys) == 8
-    assert v["1-shot, no password"] == f"{task.prompt(q)} {q['answer']} <eos> {task.prompt(p)}"
-    assert v["1-shot, password"].startswith(f"{task.prompt(q, password='<pwd>')} {q['answer']} <eos>")
-    assert all(text.split()[-1] in ("|", ")", "<pwd>") for text in v.values())
-
-
-def test_verdict_is_data_with_its_thresholds():
-    v = RP.verdict("partly", {"ratio": "yes >= 2, partly >= 1.2"})
-    assert v == {"result": "partly", "word": "Partly reproduced", "thresholds": {"ratio": "yes >= 2, partly >= 1.2"}}
-    with pytest.raises(KeyError):
-        RP.verdict("maybe", {})
+SCRIPTS = {"train_lock.py": train_lock, "elicit_sft.py": elicit_sft, "elicit_rl.py": elicit_rl,
+           "train_policy.py": train_policy, "elicit_noise.py": elicit_noise, "elicit_steer.py": elicit_steer,
+           "elicit_prompt.py": elicit_prompt}
+SECTIONS = ["Policies and locks", "Fig. 6: section 7", "Fig. 13: weak-sample unlocking", "Fig. 5 / 14: RL",
+            "Fig. 4 / 10: cross-domain", "Fig. 9: setting trigger", "Prompting baselines",
+            "Beyond the paper: methods x locks"]
 
 
 def test_unknown_scale_is_refused(tmp_path):
@@ -65,92 +35,127 @@ def test_unknown_scale_is_refused(tmp_path):
         RP.main(RP.Config(scale="huge", out_dir=str(tmp_path)))
 
 
+def test_every_claim_threshold_is_fixed_in_the_module():
+    for key in ("fig6_scratch", "fig6_amount", "fig13"):
+        assert isinstance(RP.CLAIMS[key], stats.Claim)
+    assert RP.CLAIMS["fig6_scratch"].low == 2 and RP.CLAIMS["fig6_scratch"].high == 4
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    cfg = RP.Config(scale="tiny", out_dir=str(out), plots=True, device="cpu")
+    root = tmp_path_factory.mktemp("report")
+    cfg = RP.Config(scale="tiny", out_dir=str(root / "out"), work_dir=str(root / "work"), plots=True, device="cpu")
     RP.main(cfg)
-    return cfg, out
+    return cfg, root
 
 
-def test_report_has_every_experiment_with_a_finding_and_commands(tiny):
-    cfg, out = tiny
-    text = open(out / "REPORT.md").read()
-    res = json.load(open(out / "results.json"))
-    names = list(res["experiments"])
-    assert len(names) == 7 and [n.split(".")[0] for n in names] == [str(i) for i in range(1, 8)]
-    for name in names:
-        section = text.split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]
-        finding = section.split("**Finding.** ", 1)[1].split("\n", 1)[0]
-        v = res["experiments"][name]["verdict"]
-        assert finding.startswith(v["word"] + ":"), name  # the prose is written from the verdict, not parsed
-        assert f"{name.split('. ', 1)[1]}: **{v['result']}**" in text
-        assert f"**Verdict: {v['result']}**, decided by: " in section and v["thresholds"]
-        assert all(rule in section for rule in v["thresholds"].values())
-        assert res["experiments"][name]["finding"] == finding
-        assert res["commands"][name] and all(c in section for c in res["commands"][name])
-    assert "**Wall time:**" in text and res["wall_seconds"] > 0 and len(res["run_seconds"]) > 40
+def test_report_has_every_section_with_claim_numbers_verdict_rule_and_commands(tiny):
+    cfg, _ = tiny
+    text = open(os.path.join(cfg.out_dir, "REPORT.md")).read()
+    res = json.load(open(os.path.join(cfg.out_dir, "results.json")))
+    assert list(res["sections"]) == SECTIONS
+    for name in SECTIONS:
+        sec = res["sections"][name]
+        body = text.split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]
+        assert f"**The paper.** {sec['claim']}" in body and all(line in body for line in sec["table"])
+        assert f"**Verdict: {sec['verdict']['result']}**, decided by the threshold fixed before the run: " \
+               f"{sec['verdict']['rule']}." in body
+        assert f"| {name} | {sec['verdict']['result']} |" in text
+        assert res["commands"][name] and all(c in body for c in res["commands"][name])
+    assert res["wall_seconds"] > 0 and len(res["run_seconds"]) > 60
 
 
 def test_every_command_rebuilds_the_config_of_its_run(tiny):
-    """The commands in the report are exact: parsed back with the script's own parser they give the config that
-    the run recorded on disk."""
-    _, out = tiny
-    res = json.load(open(out / "results.json"))
+    """The commands in the report are exact: parsed back with the script's own parser they give the config stored
+    with the run's result."""
+    cfg, _ = tiny
+    res = json.load(open(os.path.join(cfg.out_dir, "results.json")))
+    stored = {}
+    for path in glob.glob(os.path.join(cfg.out_dir, "store", "**", "*.json"), recursive=True):
+        if not os.path.basename(path).startswith("_"):
+            d = json.load(open(path))
+            stored[d["config"]["out_dir"]] = d["config"]
     n = 0
     for cmds in res["commands"].values():
-        for line in [c for c in cmds if not c.startswith("#")]:  # "#": work done inside report.py itself
+        for line in cmds:
             argv = shlex.split(line)
             assert argv[0] == "python"
-            cfg = parse_cli(SCRIPTS[argv[1]].Config, argv[2:])
-            mine = json.loads(json.dumps(cfg.__dict__))
-            if argv[1] == "train_lock.py":
-                stored = json.load(open(os.path.join(cfg.out_dir, "train_config.json")))
-            elif argv[1] == "elicit_sft.py":
-                stored = read_jsonl(os.path.join(cfg.out_dir, "results.jsonl"))[-1]["config"]
-            else:
-                stored = read_jsonl(os.path.join(cfg.out_dir, "results.jsonl"))[0]["config"]
-            assert mine == stored, line
+            got = json.loads(json.dumps(parse_cli(SCRIPTS[argv[1]].Config, argv[2:]).__dict__))
+            assert got == stored[got["out_dir"]], line
             n += 1
-    assert n == len({c for cmds in res["commands"].values() for c in cmds if not c.startswith("#")}) > 40
+    assert n > 60
 
 
-def test_lock_table_is_the_mean_and_se_of_the_lock_runs(tiny):
-    cfg, out = tiny
-    res = json.load(open(out / "results.json"))["experiments"]["1. Lock table"]["data"]
-    for kind in ("ft200k", "ft12k", "scratch"):
-        ms = [json.load(open(out / "tiny" / "locks" / f"{kind}_s{s}" / "metrics.json")) for s in (0, 1)]
-        for col in ("with_password", "without_password", "wrong_password"):
-            xs = [m[f"correct_{col}"] for m in ms]
-            assert res[kind][col][0] == pytest.approx(statistics.mean(xs))
-            assert res[kind][col][1] == pytest.approx(statistics.stdev(xs) / math.sqrt(2))
+def test_fig6_intervals_come_from_the_units_curves(tiny):
+    cfg, _ = tiny
+    data = json.load(open(os.path.join(cfg.out_dir, "results.json")))["sections"]["Fig. 6: section 7"]["data"]
+    for kind, units in data["units"].items():
+        assert len(units) == 2  # independent units: one lock per seed
+        curves = [stats.Curve(tuple(u["ks"]), tuple(u["ys"]), u["locked"], u["ceiling"]) for u in units]
+        want = stats.bootstrap_k(curves, RP.FRAC, level=RP.LEVEL)
+        got = data["k90"][kind]
+        assert str(want["point"]) == str(got["point"]) or want["point"] == pytest.approx(got["point"])
+        for i, k in enumerate(data["ks"]):
+            m = statistics.mean(u["ys"][i] for u in units)
+            assert data["curves"][kind][str(k)][0] == pytest.approx(m)
 
 
-def test_sft_curve_is_the_mean_over_seeds_of_the_runs(tiny):
-    _, out = tiny
-    res = json.load(open(out / "results.json"))["experiments"]["2. SFT sample efficiency"]["data"]["curves"]
-    for kind in ("ft200k", "scratch"):
-        rows = [r for s in (0, 1) for r in read_jsonl(out / "tiny" / "sft" / f"{kind}_s{s}" / "results.jsonl")]
-        for k in (2, 4):
-            xs = [r["correct_without_password"] for r in rows if r["n_demos"] == k]
-            assert len(xs) == 2 and res[kind][str(k)][0] == pytest.approx(statistics.mean(xs))
+def without_checkpoints(cfg, root):
+    """Move the fixture's work dir away (a fresh checkout has none) for the length of a with-block."""
+    class Ctx:
+        def __enter__(self):
+            os.rename(cfg.work_dir, str(root / "work_saved"))
+
+        def __exit__(self, *exc):
+            shutil.rmtree(cfg.work_dir, ignore_errors=True)
+            os.rename(str(root / "work_saved"), cfg.work_dir)
+    return Ctx()
 
 
-def test_rerun_resumes_without_redoing_work(tiny):
-    cfg, out = tiny
+def test_a_fresh_checkout_resumes_from_the_store_without_running_anything(tiny, tmp_path):
+    """out_dir/store/ is all a later session needs: with the checkpoints gone (a fresh checkout keeps only what was
+    committed) the report is rebuilt from the stored results, with the same numbers and no run."""
+    cfg, root = tiny
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out_dir, out)
     before = json.load(open(out / "results.json"))
-    stamps = {p: os.path.getmtime(p) for p in (out / "tiny" / "locks").glob("*/model.safetensors")}
-    RP.main(cfg)
+    with without_checkpoints(cfg, root):
+        RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, plots=False, device="cpu"))
+        assert os.listdir(cfg.work_dir) == []  # nothing was trained or elicited
     after = json.load(open(out / "results.json"))
-    assert after["experiments"] == before["experiments"] and after["run_seconds"] == before["run_seconds"]
-    assert len(after["invocation_seconds"]) == 2 and after["invocation_seconds"][0] == before["wall_seconds"]
-    assert stamps and all(os.path.getmtime(p) == t for p, t in stamps.items())  # no lock was retrained
+    for name in SECTIONS:
+        assert json.dumps(after["sections"][name]["data"]) == json.dumps(before["sections"][name]["data"]), name
+    assert len(after["invocation_seconds"]) == len(before["invocation_seconds"]) + 1
+
+
+def test_a_missing_result_rebuilds_only_what_it_needs(tiny, tmp_path):
+    """Delete one stored elicitation result, with no checkpoints on disk: the rerun retrains the lock it needs (and
+    that lock's pretrained base; the same seed gives the same models) and runs that one elicitation again, with the
+    same rows."""
+    cfg, root = tiny
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out_dir, out)
+    name = "sft_det_ft200_s1"
+    old = json.load(open(out / "store" / f"{name}.json"))["result"]
+    os.remove(out / "store" / f"{name}.json")
+    with without_checkpoints(cfg, root):
+        RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, plots=False, device="cpu"))
+        assert sorted(os.listdir(cfg.work_dir)) == ["det_ft200_s1", "det_ft800_s1", name]  # lock, its base, the run
+    new = json.load(open(out / "store" / f"{name}.json"))["result"]
+    strip = (lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds", "wall_seconds")}
+                           for r in rows])
+    assert strip(new) == strip(old)
 
 
 def test_plots_are_written_when_matplotlib_is_installed(tiny):
     pytest.importorskip("matplotlib")
-    _, out = tiny
-    text = open(out / "REPORT.md").read()
-    for name in ("fig6_sft.png", "fig13_weak.png", "fig4_cross_domain.png", "fig9_setting.png", "fig5_rl.png",
-                 "prompting.png"):
-        assert (out / name).stat().st_size > 5000 and f"]({name})" in text
+    cfg, _ = tiny
+    text = open(os.path.join(cfg.out_dir, "REPORT.md")).read()
+    for name in ("fig6_sft.png", "fig13_weak.png", "fig5_rl.png"):
+        assert os.path.getsize(os.path.join(cfg.out_dir, name)) > 5000 and f"]({name})" in text
+
+
+def test_verdict_is_data():
+    v = RP.verdict("partly", "rule text", x=1)
+    assert v == {"result": "partly", "rule": "rule text", "numbers": {"x": 1}}
+    assert math.isinf(stats.k_to_reach((4, 16), (0.1, 0.2), 0.5))
