@@ -84,6 +84,7 @@ import torch
 from tqdm import tqdm
 
 import model as model_lib
+import stats
 from common import Tokenizer, check_config, greedy_eval, run_cli
 from data.lock import Lock
 from errors import BadInput, MissingFile
@@ -339,58 +340,13 @@ def summarize_curve(rows, seeds, grid):
     return out
 
 
-def betainc(a, b, x):
-    """The regularized incomplete beta function I_x(a, b), by its continued fraction (modified Lentz), on the side
-    where the fraction converges fast."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x > (a + 1) / (a + b + 2):
-        return 1.0 - betainc(b, a, 1.0 - x)
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 500):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return front * f / a
-
-
-def t_sf(t, df):
-    """P(T > t) for Student's t with df degrees of freedom (df may be fractional: Welch)."""
-    if math.isinf(t):
-        return 0.0 if t > 0 else 1.0
-    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
-    return tail if t >= 0 else 1.0 - tail
-
-
 def welch(a, b):
-    """One-sided Welch t-test of mean(a) > mean(b): {t, df, p}. With no spread in either sample t is +-inf (or 0
-    when the means are equal) and df is na + nb - 2. None with fewer than 2 values in a sample."""
-    na, nb = len(a), len(b)
-    if na < 2 or nb < 2:
+    """One-sided Welch t-test of mean(a) > mean(b): {t, df, p} (stats.welch_t's two-sided test, halved on the side
+    of t). None with fewer than 2 values in a sample."""
+    if len(a) < 2 or len(b) < 2:
         return None
-    ma, mb = sum(a) / na, sum(b) / nb
-    va = sum((v - ma) ** 2 for v in a) / (na - 1)
-    vb = sum((v - mb) ** 2 for v in b) / (nb - 1)
-    se2 = va / na + vb / nb
-    if se2 == 0:
-        t = 0.0 if ma == mb else math.copysign(math.inf, ma - mb)
-        df = float(na + nb - 2)
-    else:
-        t = (ma - mb) / math.sqrt(se2)
-        df = se2 ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
-    return {"t": t, "df": df, "p": t_sf(t, df)}
+    w = stats.welch_t(a, b)
+    return {"t": w.t, "df": w.df, "p": w.p / 2 if w.t > 0 else 1.0 - w.p / 2}
 
 
 def verdict(curves, min_baseline, alpha, n, min_delta=-1.0):

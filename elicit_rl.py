@@ -45,10 +45,10 @@ Many processes: as in train_lock.py (see its docstring): the SFT steps and DPO b
 one-process loss (SFT: normalised by all ranks' completion tokens; DPO: the mean over the whole batch of pairs),
 gradients sync once a step; --parallel=ddp|fsdp, --grad_checkpoint=True, bf16 compute on GPU with fp32 weights and
 optimizer state (the DPO reference log-probs too, so the policy starts equal to its reference), a memory estimate at
-start; rank 0 writes. Sampling hands each rank whole batches of --eval_batch_size prompts with the one-process
-seeds, so N processes draw exactly the samples of one process with the same --eval_batch_size (tested); with fewer
-batches than processes some ranks wait, so use about samples_per_round / N. Greedy evaluation deals out prompts one
-by one. Under FSDP, sampling and evaluation run on an unsharded copy of the model on each rank.
+start; rank 0 writes. Sampling deals the prompts out one by one (rank r takes r, r + N, ...), each drawing from its own
+random stream (seed, its global index), so N processes draw exactly the samples of one process (tested). Under
+FSDP, sampling and evaluation run on an unsharded copy of the model on each rank (bf16 on GPU, gathered tensor by
+tensor).
 """
 import contextlib
 import os
