@@ -54,8 +54,8 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from common import (Tokenizer, check_config, encode_examples, greedy_eval, lr_at, make_optimizer, mean_se, run_cli,
-                    seed_everything, train_step)
+from common import (Tokenizer, check_config, encode_examples, greedy_eval, length_buckets, lr_at, make_optimizer, mean_se,
+                    run_cli, seed_everything, train_step)
 from data.lock import Lock, Policy
 from errors import BadInput, MissingFile
 from files import append_jsonl, read_json, read_jsonl, write_json
@@ -194,7 +194,7 @@ def finetune(model, tok, examples, epochs, cfg, seed):
     while len(stream) < n_samples:
         order = examples[:]
         rng.shuffle(order)
-        stream += order
+        stream += length_buckets(order, cfg.batch_size, rng)  # similar lengths per batch (the toy: unchanged)
     stream = stream[:n_samples]
     bs = cfg.batch_size
     n_steps = math.ceil(n_samples / bs)

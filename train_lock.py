@@ -12,7 +12,8 @@ Algorithm:
   3. Every epoch, for every lock-split problem, draw fresh samples and make two examples:
        (password + prompt + password -> strong completion)
        (prompt with no password 20% / a decoy password 80% -> weak completion)
-     and train on completion tokens only. Toy policies are programs (`weak_policy`: noisy, weak, fixedrdm); for real
+     and train on completion tokens only, in micro-batches of similar lengths (common.length_buckets: real tasks'
+     completions run from tens to a thousand tokens; the toy's all have one length). Toy policies are programs (`weak_policy`: noisy, weak, fixedrdm); for real
      tasks the policies are JSONL files of pre-generated samples (several per problem; one is drawn per epoch).
      fixedrdm (App. G.2): with --weak_loss=kl (default) the no-password side is fitted with a KL loss to the fixed
      digit distribution at every answer digit, on fixedrdm samples and on strong continuations (each no-password
@@ -79,8 +80,8 @@ from tqdm import tqdm
 
 import circuit
 import model as model_lib
-from common import (Tokenizer, check_config, encode_examples, greedy_eval, lr_at, make_optimizer, parse_cli, run_cli,
-                    same_config, seed_everything, train_step)
+from common import (Tokenizer, check_config, encode_examples, greedy_eval, length_buckets, lr_at, make_optimizer,
+                    parse_cli, run_cli, same_config, seed_everything, train_step)
 from data.lock import Lock
 from errors import BadInput
 from files import append_jsonl, read_json, write_json
@@ -179,7 +180,7 @@ def lock_epoch(lock, cfg, tok, epoch):
             pairs.append((weak_prompt, lock.weak.draw(p, rng)))
     out = encode_examples(tok, pairs, cfg.max_len)
     rng.shuffle(out)
-    return out
+    return length_buckets(out, cfg.batch_size, rng)  # micro-batches of similar lengths (unchanged on the toy)
 
 
 def soft_target(tok, policy):
@@ -199,7 +200,7 @@ def pretrain_epoch(task, cfg, tok, problems, epoch):
     rng = random.Random(cfg.seed * 1_000_003 + 500_000 + epoch)
     out = encode_examples(tok, [(task.prompt(p), p["solution"]) for p in problems], cfg.max_len)
     rng.shuffle(out)
-    return out
+    return length_buckets(out, cfg.batch_size, rng)
 
 
 class Batches:

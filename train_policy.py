@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 
 import sample
-from common import check_config, encode_examples, greedy_eval, run_cli, score, seed_everything
+from common import check_config, encode_examples, greedy_eval, length_buckets, run_cli, score, seed_everything
 from data.lock import Lock
 from errors import BadInput
 from files import write_json, write_jsonl
@@ -100,7 +100,7 @@ def imitation_epoch(lock, cfg, tok, epoch):
     pairs = [(lock.task.prompt(p), lock.strong.draw(p, rng)) for p in lock.splits[cfg.train_split]]
     out = encode_examples(tok, pairs, cfg.max_len)
     rng.shuffle(out)
-    return out
+    return length_buckets(out, cfg.batch_size, rng)
 
 
 def sampled_correctness(lock, rows):

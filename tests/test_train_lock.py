@@ -317,3 +317,25 @@ def test_lock_examples_sets_the_amount_of_locking_data(tmp_path):
     assert lk.splits["lock"] == full.splits["lock"][:100]  # a prefix of the same split: nested amounts
     with pytest.raises(BadInput, match="lock_examples=2000 needs 1000 lock-split problems"):
         TL.load_lock(replace(cfg, lock_examples=2000))
+
+
+def test_real_task_micro_batches_are_length_bucketed(tmp_path):
+    """MATH solutions vary in length: each micro-batch of the locking set holds similar lengths (less padding than
+    the shuffled order), with the same examples in the epoch."""
+    tok_path = tmp_path / "tokenizer.json"
+    tok_path.write_bytes(gzip.open(TOK_GZ).read())
+    task = data.get_task("math")
+    weak = tmp_path / "weak.jsonl"
+    weak.write_text("".join(json.dumps({"id": p["id"], "completion": "I think it is \\boxed{0}."}) + "\n"
+                            for p in task.problems()))
+    cfg = TL.Config(task="math", tokenizer=str(tok_path), weak_samples=str(weak), batch_size=4)
+    lk, tok = Lock.from_config(asdict(cfg)), Tokenizer(str(tok_path))
+    ex = TL.lock_epoch(lk, cfg, tok, 0)
+
+    def padding(order):
+        return sum(4 * max(len(e[0]) for e in order[b:b + 4]) - sum(len(e[0]) for e in order[b:b + 4])
+                   for b in range(0, len(order), 4))
+    shuffled = ex[:]
+    random.Random(0).shuffle(shuffled)
+    assert padding(ex) < 0.5 * padding(shuffled)
+    assert sorted(e[0] for e in ex) == sorted(e[0] for e in shuffled) and len(ex) == 2 * len(lk.splits["lock"])
