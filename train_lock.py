@@ -13,7 +13,8 @@ Algorithm:
        (password + prompt + password -> strong completion)
        (prompt with no password 20% / a decoy password 80% -> weak completion)
      and train on completion tokens only, in micro-batches of similar lengths (common.length_buckets: real tasks'
-     completions run from tens to a thousand tokens; the toy's all have one length). Toy policies are programs (`weak_policy`: noisy, weak, fixedrdm); for real
+     completions run from tens to a thousand tokens; the toy's all have one length). Toy policies are programs
+     (`weak_policy`: noisy, weak, fixedrdm) or JSONL files of a policy model's samples (train_policy.py); for real
      tasks the policies are JSONL files of pre-generated samples (several per problem; one is drawn per epoch).
      fixedrdm (App. G.2): with --weak_loss=kl (default) the no-password side is fitted with a KL loss to the fixed
      digit distribution at every answer digit, on fixedrdm samples and on strong continuations (each no-password
