@@ -210,7 +210,7 @@ def length_buckets(examples, batch_size, rng, window=32):
     into windows of `window` batches; each window is sorted by length and cut into batches; the batches of the
     epoch are then shuffled with `rng`. Every example stays in (same multiset); which examples meet in a batch is
     still random, at the scale of a window. Examples that all have one length (the toy) come back unchanged."""
-    if len({len(ids) for ids, _ in examples}) <= 1:
+    if len({len(e[0]) for e in examples}) <= 1:
         return examples
     span = window * batch_size
     batches = []

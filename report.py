@@ -82,14 +82,15 @@ SCALES = {
         policy={}, policy_lock=dict(epochs=2), amounts=(12_500, 50_000, 200_000), scratch=dict(lr=1e-3),
         sft={}, sft_ks=(4, 16, 64, 256, 1024), weak_ks=(4, 16, 64, 256, 1024), weak_locks=("scratch", "ft50k", "ft12k"),
         weak_seeds=(0, 1, 2),
-        rl=dict(eval_n=500), rl_rounds=dict(expert_iteration=50, filtering=10, iterated_dpo=12, dpo=6),
-        rl_over=dict(iterated_dpo=dict(dpo_problems=1100), dpo=dict(dpo_problems=1100)), continuous=("pi_lo", "fixedrdm"),
-        cross_ks=(4, 16, 64, 512), cross_domains=("A", "B"), shared=dict(toy_problems=20_000),
+        rl=dict(eval_n=500), rl_rounds=dict(expert_iteration=50, filtering=5, iterated_dpo=12, dpo=4),
+        rl_over=dict(iterated_dpo=dict(dpo_problems=1100), dpo=dict(dpo_problems=1100)), continuous=("pi_lo",),
+        cross_ks=(4, 16, 64, 512), cross_domains=("A",), shared=dict(toy_problems=20_000),
         setting_ks=(4, 16, 64),
-        beyond=dict(sft_k=16, rl_rounds=10, noise=dict(seeds=5, n_grid=20), steer={}, prompt=dict(shots=(1, 2)))),
+        beyond=dict(sft_k=16, rl_rounds=10, noise=dict(seeds=5, n_grid=10, eval_n=500), steer=dict(eval_n=500),
+                    prompt=dict(shots=(1, 2), eval_n=500))),
     "quick": dict(
-        seeds=(0,), sec7_seeds=(0,), eval_n=500, lock=dict(eval_n=500), big_problems=60_000,
-        policies={"pi_hi": dict(n_layer=4, n_embd=128, steps=500), "pi_lo": dict(n_layer=1, n_embd=64, steps=1000)},
+        seeds=(0,), sec7_seeds=(0,), eval_n=500, lock=dict(eval_n=500), big_problems=70_000,
+        policies={"pi_hi": dict(n_layer=1, n_embd=64, steps=2000), "pi_lo": dict(n_layer=1, n_embd=64, steps=1000)},
         policy=dict(n_samples=2, eval_n=500), policy_lock=dict(epochs=1), amounts=(12_500, 50_000),
         scratch=dict(lr=1e-3), sft={}, sft_ks=(4, 64), weak_ks=(64,), weak_locks=("ft12k",), weak_seeds=(0,),
         rl=dict(eval_n=300, samples_per_round=320, n_keep=32, dpo_problems=300),
@@ -245,11 +246,14 @@ class Runner:
         return self._run(section, name, "train_lock.py", train_lock, cfg,
                          lambda: read_json(os.path.join(cfg.out_dir, "metrics.json")))
 
-    def sft(self, section, name, locked, **over):
+    def sft(self, section, name, locked, with_locked=False, **over):
+        """The result rows of an elicit_sft run; with_locked: (rows, the locked model's own evaluation)."""
         cfg = replace(elicit_sft.Config(), locked=self.path(locked), out_dir=self.path(name), device=self.cfg.device,
                       **{"eval_n": self.S["eval_n"], "epoch_choice": (1,), **self.S["sft"], **over})
-        return self._run(section, name, "elicit_sft.py", elicit_sft, cfg, lambda: [
-            r for r in read_jsonl(os.path.join(cfg.out_dir, "results.jsonl")) if same_config(r["config"], cfg)])
+        res = self._run(section, name, "elicit_sft.py", elicit_sft, cfg, lambda: {
+            "rows": [r for r in read_jsonl(os.path.join(cfg.out_dir, "results.jsonl")) if same_config(r["config"], cfg)],
+            "locked": read_json(os.path.join(cfg.out_dir, "locked_eval.json"))})
+        return (res["rows"], res["locked"]) if with_locked else res["rows"]
 
     def rl(self, section, name, locked, method, seed, rounds, **over):
         cfg = replace(elicit_rl.Config(), method=method, locked=self.path(locked), out_dir=self.path(name), seed=seed,
@@ -579,25 +583,30 @@ def exp_cross(R):
         for mode, name in (("one password", f"shared_single_s{s}"), ("one password per domain",
                                                                        f"shared_per_domain_s{s}")):
             for d in R.S["cross_domains"]:
-                rows = R.sft(sec, f"cross_{name}_{d}", name, seeds=(s,), ks=ks, train_domain=d)
+                rows, base_eval = R.sft(sec, f"cross_{name}_{d}", name, with_locked=True, seeds=(s,), ks=ks,
+                                        train_domain=d)
+                res.setdefault((mode, d, 0), []).append(base_eval["per_class"])  # k = 0: the locked model
                 for k in ks:
                     best = max((r for r in rows if r["n_demos"] == k), key=lambda r: r["correct_without_password"])
                     res.setdefault((mode, d, k), []).append(best["per_class"])
     table = ["| lock | train domain | k | in domain: shared / own | other domains: shared / own | "
-             "transfer (shared) |", "|---|---|---|---|---|---|"]
+             "transfer (shared): other-domain gain / in-domain gain |", "|---|---|---|---|---|---|"]
     transfer = {}
-    for (mode, d, k), cells in res.items():
-        def share(cell_list, domains, kind):
-            c = sum(cl[dd][kind][0] for cl in cell_list for dd in domains if kind in cl.get(dd, {}))
-            n = sum(cl[dd][kind][1] for cl in cell_list for dd in domains if kind in cl.get(dd, {}))
-            return c / max(1, n)
+
+    def share(cell_list, domains, kind):  # pooled correctness of a class over units and domains
+        c = sum(cl[dd][kind][0] for cl in cell_list for dd in domains if kind in cl.get(dd, {}))
+        n = sum(cl[dd][kind][1] for cl in cell_list for dd in domains if kind in cl.get(dd, {}))
+        return c / max(1, n)
+    for (mode, d, k), cells in sorted(res.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         others = [dd for dd in cells[0] if dd != d]
-        lo = sum(m["correct_without_password"] for m in lock_m[mode]) / len(lock_m[mode])
-        ins, ino = share(cells, [d], "shared"), share(cells, [d], "own")
-        outs, outo = share(cells, others, "shared"), share(cells, others, "own")
-        transfer[(mode, d, k)] = (outs - lo) / (ins - lo) if ins - lo > 0.02 else float("nan")
-        table.append(f"| {mode} | {d} | {k} | {ins:.3f} / {ino:.3f} | {outs:.3f} / {outo:.3f} | "
-                     f"{transfer[(mode, d, k)]:.0%} |")
+        base_cells = res[(mode, d, 0)]  # the locked model, class by class
+        gain_in = share(cells, [d], "shared") - share(base_cells, [d], "shared")
+        gain_out = share(cells, others, "shared") - share(base_cells, others, "shared")
+        if k:
+            transfer[(mode, d, k)] = gain_out / gain_in if gain_in > 0.02 else float("nan")
+        table.append(f"| {mode} | {d} | {k or 'locked'} | {share(cells, [d], 'shared'):.3f} / "
+                     f"{share(cells, [d], 'own'):.3f} | {share(cells, others, 'shared'):.3f} / "
+                     f"{share(cells, others, 'own'):.3f} | " + (f"{transfer[(mode, d, k)]:.0%}" if k else "") + " |")
     kmax = max(ks)
     at = [v for (m, d, k), v in transfer.items() if k == kmax and v == v]
     gen = bool(at) and all(v >= 0.8 for v in at)
