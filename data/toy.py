@@ -55,6 +55,11 @@ functions a domain composes, and the prompt:
 2. A problem of domain d composes n_compose functions drawn, with repeats, from its 14 (shared + d's own), half of
    them hidden: the weak policy (hidden -> identity) is right on about (7/14)^2 = 1/4 of problems, as in the toy.
    No two problems of a set ask for the same (fns, x), across domains too.
+   It is slower to learn than the toy (592 function pairs instead of 256, and each own function a 1/56 share of
+   all steps instead of 1/32): with train_lock.py's defaults, 1,000 pretraining steps reach 0.82 correct (the toy:
+   0.996) and the lock 0.966 with the password; `--pretrain_steps=2000` reaches 0.997 and a lock of 0.990 with
+   the password, 0.262 without (greedy, 2,000 validation problems, 2-core CPU). Drawing each step from 32 tickets so
+   that all 32 functions are equally frequent (16 shared + 4 own, 832 pairs) learned slower still (lock: 0.36).
 3. The domain is named by a tag token "<A>".."<D>" after the slot token; the completion is unchanged:
        prompt      <slot> <A> fn9 fn3 | 1 6 1 8 |          (setting trigger: <slot> <A> fn9 fn3 ( 1 6 1 8 ))
    problem["question"] is the text after the tag ("fn9 fn3 | 1 6 1 8 |"), so a pretraining pool that drops the
