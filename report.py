@@ -84,7 +84,7 @@ SCALES = {
         weak_seeds=(0, 1, 2),
         rl=dict(eval_n=500), rl_rounds=dict(expert_iteration=50, filtering=5, iterated_dpo=12, dpo=4),
         rl_over=dict(iterated_dpo=dict(dpo_problems=1100), dpo=dict(dpo_problems=1100)), continuous=("pi_lo",),
-        cross_ks=(4, 16, 64, 512), cross_domains=("A",), shared=dict(toy_problems=20_000),
+        cross_ks=(4, 16, 64, 512), cross_domains=("A",), shared=dict(toy_problems=20_000, pretrain_steps=2000),
         setting_ks=(4, 16, 64),
         beyond=dict(sft_k=16, rl_rounds=10, noise=dict(seeds=5, n_grid=10, eval_n=500), steer=dict(eval_n=500),
                     prompt=dict(shots=(1, 2), eval_n=500))),
