@@ -721,12 +721,12 @@ def exp_beyond(R):
     lock_types = {"password lock, deterministic pi_weak": lambda s: f"{DET}_{amount_name(R.S['amounts'][-1])}_s{s}",
                   f"password lock, model pi_weak ({pol})": lambda s: f"lock_{pol}_s{s}",
                   f"circuit-broken lock ({pol})": lambda s: f"cb_{pol}_s{s}"}
+    accepted = {}  # seed -> whether its circuit-broken lock passed circuit.verdict
     for s in s_list:
         m = R.lock(sec, f"cb_{pol}_s{s}", seed=s, init_from=base(R, s), circuit_break=True, **B.get("cb", {}),
                    weak_samples=os.path.join(R.path(f"{pol}_s{s}"), "samples.jsonl"), **R.S["policy_lock"])
-        R.cb_accepted = getattr(R, "cb_accepted", {})
-        R.cb_accepted[s] = m.get("circuit_break", {}).get("accepted")
-    cells, rows = {}, []
+        accepted[s] = m.get("circuit_break", {}).get("accepted")
+    cells = {}
     for lt, name_of in lock_types.items():
         for s in s_list:
             lock = name_of(s)
@@ -767,7 +767,6 @@ def exp_beyond(R):
             vals = [x for x in cells.get((lt, meth), []) if x is not None]
             row.append(fmt(*mean_se(vals)) if vals else "n/a")
         table.append(f"| {meth} | " + " | ".join(row) + " |")
-    accepted = getattr(R, "cb_accepted", {})
     table += ["", f"Circuit breaking accepted (with-password kept, lock shut): "
                   f"{', '.join(f'seed {s}: {a}' for s, a in accepted.items())}."]
     v = verdict("measured", "no claim from the paper: the table is the finding (mean ± SE over locks)")
