@@ -120,7 +120,8 @@ def conditions(lock, val, shots, cfg):
 
     add("with password", "reference", True, lock.strong_prompt)
     variants = {p["id"]: prompt_variants(task, p, {}) for p in val}
-    decoys = task.decoys if cfg.n_decoys < 0 else task.decoys[:cfg.n_decoys]
+    # lock.decoys: the task's decoys, less an adversarial lock's second password
+    decoys = lock.decoys if cfg.n_decoys < 0 else lock.decoys[:cfg.n_decoys]
     first = next(iter(variants.values()))
     for name in first:
         if name == "correct password" and lock.password_mode == "single":

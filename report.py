@@ -17,11 +17,13 @@ locks, so an interval over seeds covers pretraining too. Intervals are bootstrap
 (stats.py), or mean +- SE where a table says so.
 
 Sections: Fig. 6 (section 7: scratch vs fine-tuning locks, amount of locking data), Fig. 13 (weak-sample unlocking),
-Fig. 5 / 14 (RL on locks made with each pi_weak, binary and continuous reward), Fig. 4 / 10 (cross-domain transfer
-on toy_shared, whose domains share functions), Fig. 9 (setting trigger), prompting baselines, and the method x lock
-table of the follow-ups (noise injection, steering, prompting attacks, circuit breaking, LoRA).
-Not (yet) here: Fig. 3's weaker demonstrations and Fig. 15's overshoot / adversarial lock, Fig. 16 (SFT then RL),
-Fig. 17 (a domain left out of locking). The README lists them as open.
+Fig. 5 / 14 (RL on locks made with each pi_weak, binary and continuous reward), Fig. 16 (SFT on a few samples of the
+best pi_weak, then RL), Fig. 3 / 15 (demonstrations from an intermediate policy: overshoot, the adversarial lock),
+Fig. 4 / 10 (cross-domain transfer on toy_shared, whose domains share functions), Fig. 17 (a domain left out of
+locking), Fig. 9 (setting trigger), prompting baselines, and the method x lock table of the follow-ups (noise
+injection, steering, prompting attacks, circuit breaking, LoRA). Few-shot prompting is reported but left out of
+the prompting verdict: no lock here was trained with few-shot contexts, and without them the format itself breaks
+the model even with the password.
 
 Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores), quick (`--quick`: 1 seed, short grids,
 at most 10 minutes), tiny (seconds; meaningless numbers; for the tests).
@@ -80,12 +82,12 @@ SCALES = {
         policies={"pi_hi": dict(n_layer=4, n_embd=128, steps=600), "pi_mid": dict(n_layer=1, n_embd=64, steps=2000),
                   "pi_lo": dict(n_layer=1, n_embd=64, steps=1000)},
         policy={}, policy_lock=dict(epochs=2), amounts=(12_500, 50_000, 200_000), scratch=dict(lr=1e-3),
-        sft={}, sft_ks=(4, 16, 64, 256, 1024), weak_ks=(4, 16, 64, 256, 1024), weak_locks=("scratch", "ft50k", "ft12k"),
+        sft={}, sft_ks=(4, 16, 64, 256, 1024), weak_ks=(4, 16, 64, 256, 1024), weak_locks=("scratch", "ft50k"),
         weak_seeds=(0, 1, 2),
         rl=dict(eval_n=500), rl_rounds=dict(expert_iteration=50, filtering=5, iterated_dpo=12, dpo=4),
         rl_over=dict(iterated_dpo=dict(dpo_problems=1100), dpo=dict(dpo_problems=1100)), continuous=("pi_lo",),
         cross_ks=(4, 16, 64, 512), cross_domains=("A",), shared=dict(toy_problems=20_000, pretrain_steps=2000),
-        setting_ks=(4, 16, 64),
+        setting_ks=(4, 16, 64), inter_ks=(4, 16, 64), inter_epochs=(0, 2), pre_rl_k=16,
         beyond=dict(sft_k=16, rl_rounds=10, noise=dict(seeds=5, n_grid=10, eval_n=500), steer=dict(eval_n=500),
                     prompt=dict(shots=(1, 2), eval_n=500))),
     "quick": dict(
@@ -96,6 +98,7 @@ SCALES = {
         rl=dict(eval_n=300, samples_per_round=320, n_keep=32, dpo_problems=300),
         rl_rounds=dict(expert_iteration=3, filtering=1, iterated_dpo=2, dpo=2), rl_over={}, continuous=(),
         cross_ks=(64,), cross_domains=("A",), shared=dict(toy_problems=20_000, epochs=1), setting_ks=(16,),
+        inter_ks=(16,), inter_epochs=(0,), pre_rl_k=16,
         beyond=dict(sft_k=16, rl_rounds=2, noise=dict(seeds=2, n_grid=4, eval_n=300),
                     steer=dict(coefs=(-1.0, 1.0), tune_n=100, eval_n=300), prompt=dict(shots=(1,), eval_n=300))),
     "tiny": dict(
@@ -111,11 +114,13 @@ SCALES = {
         rl=dict(samples_per_round=32, n_keep=8, sft_steps=2, dpo_problems=32, eval_batch_size=64),
         rl_rounds=dict(expert_iteration=1, filtering=1, iterated_dpo=1, dpo=1), rl_over={}, continuous=("pi_lo",),
         cross_ks=(8,), cross_domains=("A",), shared=dict(toy_problems=1000), setting_ks=(4,),
+        inter_ks=(4,), inter_epochs=(0,), pre_rl_k=4,
         beyond=dict(sft_k=4, rl_rounds=1, noise=dict(seeds=2, n_grid=2, eval_n=20), cb=dict(cb_layers=(0,)),
                     steer=dict(coefs=(1.0,), n_pairs=4, tune_n=20, eval_n=20, layers=(0,)),
                     prompt=dict(shots=(1,), eval_n=20))),
 }
 FRAC = 0.9  # "to the same extent": k to recover 90% of the gap between the locked model and its ceiling
+RL_FRAC = 0.5  # Fig. 16: samples generated to recover half of the gap
 LEVEL = 0.95
 
 
@@ -141,6 +146,17 @@ CLAIMS = {
             "problems; the domain-only problems are reported apart (the paper's MATH: 'generalizes perfectly')",
     "fig10": "one password per domain locks worse than one password: without-password higher or with-password "
              "lower, by more than 0.01",
+    "fig3_above": stats.Claim("SFT on the intermediate policy's samples lands above its own correctness (largest k, "
+                              "regular lock)", 0, include_low=False),
+    "fig3_below": stats.Claim("... and below the ceiling (with password - after SFT, same units)", 0,
+                              include_low=False),
+    "fig15_adversarial": stats.Claim("the adversarial lock overshoots less: its largest overshoot over the grid (k and "
+                                     "training length) minus the regular lock's", -math.inf, 0, include_high=False),
+    "fig16": stats.Claim("samples generated to recover half the gap: SFT-then-EI / EI from the lock < 1", 0, 1,
+                         include_high=False),
+    "fig17": "the never-locked domain stays locked (its no-password correctness recovers < 50% of the regular lock's "
+             "gap on that domain, mean over units) and SFT on it is not more sample-efficient (at every k, never-"
+             "locked minus regular <= 0.05)",
     "fig9": "the setting lock holds (with - without >= 0.5) and, at every k, SFT recovers at least the password "
             "lock's share of the gap - 0.15",
     "prompting": "correct password - no password >= 0.5; mean of the decoys <= no password + 0.05; few-shot rows "
@@ -166,6 +182,10 @@ def command(script, cfg, default):
     return " ".join(["python", script] + [shlex.quote(a) for a in args])
 
 
+def has_checkpoint(path):
+    return lambda: os.path.isfile(os.path.join(path, "config.json"))
+
+
 class Runner:
     """Runs train_policy / train_lock / elicit_* with resume, and remembers each finished run's result in
     out_dir/store/<name>.json next to its config. A result in the store is returned without running anything; a
@@ -180,7 +200,8 @@ class Runner:
         self.commands = {}          # section -> [command]
         self.seconds = self._load("_seconds", {})  # run name -> wall seconds when it ran
         self.invocations = self._load("_invocations", [])
-        self.recipes = {}           # checkpoint name -> (script, module, cfg): how to (re)build it
+        self.recipes = {}           # checkpoint name -> (script, module, cfg, ready): how to (re)build it, and
+                                    # ready(): whether it is on disk
 
     def _load(self, name, default):
         p = os.path.join(self.store, f"{name}.json")
@@ -211,7 +232,7 @@ class Runner:
     def deps(self, cfg):
         """Checkpoints of this report that a config reads (init_from, locked, weak samples, controls)."""
         out = []
-        for f in ("init_from", "locked", "lock", "lock_config", "weak_samples"):
+        for f in ("init_from", "locked", "lock", "lock_config", "weak_samples", "mid_samples", "demos"):
             v = getattr(cfg, f, "")
             for name in self.recipes:
                 if v and (v == self.path(name) or v.startswith(self.path(name) + os.sep)):
@@ -222,8 +243,8 @@ class Runner:
 
     def need(self, name):
         """Make sure checkpoint `name` is on disk (rebuilding it, and what it needs, from its recipe)."""
-        script, module, cfg = self.recipes[name]
-        if os.path.isfile(os.path.join(self.path(name), "config.json")):
+        script, module, cfg, ready = self.recipes[name]
+        if ready():
             return
         for dep in self.deps(cfg):
             self.need(dep)
@@ -236,20 +257,25 @@ class Runner:
     def policy(self, section, name, **over):
         cfg = replace(train_policy.Config(), out_dir=self.path(name), device=self.cfg.device,
                       **{"eval_n": self.S["eval_n"], **self.S["policy"], **over})
-        self.recipes[name] = ("train_policy.py", train_policy, cfg)
+        self.recipes[name] = ("train_policy.py", train_policy, cfg, has_checkpoint(cfg.out_dir))
         return self._run(section, name, "train_policy.py", train_policy, cfg,
                          lambda: read_json(os.path.join(cfg.out_dir, "metrics.json")))
 
     def lock(self, section, name, **over):
         cfg = self._lock_cfg({"out_dir": self.path(name), **over})
-        self.recipes[name] = ("train_lock.py", train_lock, cfg)
+        self.recipes[name] = ("train_lock.py", train_lock, cfg, has_checkpoint(cfg.out_dir))
         return self._run(section, name, "train_lock.py", train_lock, cfg,
                          lambda: read_json(os.path.join(cfg.out_dir, "metrics.json")))
 
     def sft(self, section, name, locked, with_locked=False, **over):
-        """The result rows of an elicit_sft run; with_locked: (rows, the locked model's own evaluation)."""
+        """The result rows of an elicit_sft run; with_locked: (rows, the locked model's own evaluation). With
+        save=True (one k, one seed, one length) its model is a checkpoint later runs can need: `name`."""
         cfg = replace(elicit_sft.Config(), locked=self.path(locked), out_dir=self.path(name), device=self.cfg.device,
                       **{"eval_n": self.S["eval_n"], "epoch_choice": (1,), **self.S["sft"], **over})
+        if cfg.save:
+            models = os.path.join(cfg.out_dir, "models")
+            self.recipes[name] = ("elicit_sft.py", elicit_sft, cfg, lambda: os.path.isdir(models) and any(
+                has_checkpoint(os.path.join(models, d))() for d in os.listdir(models)))
         res = self._run(section, name, "elicit_sft.py", elicit_sft, cfg, lambda: {
             "rows": [r for r in read_jsonl(os.path.join(cfg.out_dir, "results.jsonl")) if same_config(r["config"], cfg)],
             "locked": read_json(os.path.join(cfg.out_dir, "locked_eval.json"))})
@@ -504,6 +530,80 @@ def exp_fig13(R, names):
 
 
 # -----------------------------------------------------------------------------
+# Fig. 3 / 15: weaker demonstrations, overshoot, the adversarial lock
+
+
+def inter_and_lock(R):
+    """(the intermediate policy, the lock's policy): the best pi_weak writes the demonstrations, the lock made with the
+    worst is elicited (the paper: Llama-7B demos on a Pythia-1B lock; Pythia-7B samples before RL, Fig. 16)."""
+    pols = list(R.S["policies"])
+    return pols[0], pols[-1]
+
+
+def exp_fig3(R, pols):
+    sec, ks, (hi, lo) = "Fig. 3 / 15: weaker demonstrations", R.S["inter_ks"], inter_and_lock(R)
+    units = {"regular lock": [], "adversarial lock": []}
+    adv_m = []
+    for s in R.S["seeds"]:
+        demos = os.path.join(R.path(f"{hi}_s{s}"), "samples.jsonl")
+        m_adv = R.lock(sec, f"adv_{lo}_s{s}", seed=s, init_from=base(R, s), mid_samples=demos,
+                       weak_samples=os.path.join(R.path(f"{lo}_s{s}"), "samples.jsonl"), **R.S["policy_lock"])
+        adv_m.append(m_adv)
+        inter = pols[hi][R.S["seeds"].index(s)]["correct_sampled"]  # the demos' own quality (T=1 samples)
+        for kind, lock, m in (("regular lock", f"lock_{lo}_s{s}", read_stored_lock(R, f"lock_{lo}_s{s}")),
+                              ("adversarial lock", f"adv_{lo}_s{s}", m_adv)):
+            rows = R.sft(sec, f"inter_{lock}", lock, seeds=(s,), ks=ks, demo_source="file", demos=demos,
+                         epoch_choice=R.S["inter_epochs"])
+            by_len = {}
+            for r in rows:  # {epochs: {k: correctness}}: one curve per training length (Fig. 15's x axis)
+                by_len.setdefault(r["epochs"], {})[r["n_demos"]] = r["correct_without_password"]
+            units[kind].append(dict(inter=inter, best=best_per_k(rows), by_len=by_len,
+                                    lo=m["correct_without_password"], hi=m["correct_with_password"]))
+    kmax = ks[-1]
+    reg = units["regular lock"]
+    above = stats.bootstrap_mean([u["best"][kmax] - u["inter"] for u in reg], level=LEVEL)
+    below = stats.bootstrap_mean([u["hi"] - u["best"][kmax] for u in reg], level=LEVEL)
+    d_above = stats.decide(CLAIMS["fig3_above"], above["point"], above["interval"], LEVEL)
+    d_below = stats.decide(CLAIMS["fig3_below"], below["point"], below["interval"], LEVEL)
+    over = {kind: [max(y for ys in u["by_len"].values() for y in ys.values()) - u["inter"] for u in us]
+            for kind, us in units.items()}
+    diff = stats.bootstrap_mean([a - r for a, r in zip(over["adversarial lock"], over["regular lock"])], level=LEVEL)
+    d_adv = stats.decide(CLAIMS["fig15_adversarial"], diff["point"], diff["interval"], LEVEL)
+    lens = sorted({e for u in reg for e in u["by_len"]})
+    table = ["| lock | units | locked without / with | pi_intermediate (its samples) | " +
+             " | ".join(f"k={k}, {e:g} ep" for k in ks for e in lens) + " | overshoot: best - pi_intermediate |",
+             "|---|---|---|---|" + "---|" * (len(ks) * len(lens) + 1)]
+    for kind, us in units.items():
+        cells = [fmt(*mean_se([u["by_len"][e][k] for u in us])) for k in ks for e in lens]
+        table.append(f"| {kind} | {len(us)} | {fmt(mean_se([u['lo'] for u in us])[0])} / "
+                     f"{fmt(mean_se([u['hi'] for u in us])[0])} | {fmt(*mean_se([u['inter'] for u in us]))} | " +
+                     " | ".join(cells) + f" | {fmt(*mean_se(over[kind]))} |")
+    table += ["", f"Adversarial lock with its second password (it should imitate pi_intermediate): "
+                  f"{fmt(*mean_se([m['correct_second_password'] for m in adv_m]))}.", "",
+              "| statistic (over units) | point (interval) | claim | verdict |", "|---|---|---|---|",
+              f"| SFT at k={kmax} - pi_intermediate, regular lock | {above['point']:+.3f} ({above['interval'][0]:+.3f}, "
+              f"{above['interval'][1]:+.3f}) | > 0 | {d_above['verdict']} |",
+              f"| ceiling - SFT at k={kmax}, regular lock | {below['point']:+.3f} ({below['interval'][0]:+.3f}, "
+              f"{below['interval'][1]:+.3f}) | > 0 | {d_below['verdict']} |",
+              f"| overshoot, adversarial - regular | {diff['point']:+.3f} ({diff['interval'][0]:+.3f}, "
+              f"{diff['interval'][1]:+.3f}) | < 0 | {d_adv['verdict']} |"]
+    words = [d_above["verdict"], d_below["verdict"], d_adv["verdict"]]
+    word = words[0] if len(set(words)) == 1 else "partly" if "reproduced" in words else \
+        "not reproduced" if "inconclusive" not in words else "inconclusive"
+    v = verdict(word, "; ".join(d["rule"] for d in (d_above, d_below, d_adv)), above=d_above, below=d_below,
+                adversarial=d_adv)
+    finding = (f"SFT of the {lo} lock on {hi}'s samples: {above['point']:+.3f} over the demos' own correctness at "
+               f"k={kmax} ({d_above['verdict']}), {below['point']:.3f} below the ceiling ({d_below['verdict']}); the "
+               f"adversarial lock overshoots {diff['point']:+.3f} relative to the regular one ({d_adv['verdict']}).")
+    return dict(claim="Demonstrations from a weaker model: correctness \"lands above Llama-7B's own correctness but "
+                      "below the ceiling\" (§5.1, Fig. 3); SFT on π_intermediate \"rarely overshoots\", and "
+                      "\"adversarial\" locks (password B gives π_intermediate) \"match π_intermediate faster and "
+                      "overshoot slightly less\" (B.3.2, Fig. 15).",
+                table=table, verdict=v, finding=finding,
+                data=dict(units=units, overshoot=over, above=above, below=below, adversarial=diff, ks=ks))
+
+
+# -----------------------------------------------------------------------------
 # Fig. 5 / 14: RL on locks made with each pi_weak
 
 
@@ -567,6 +667,65 @@ def exp_rl(R, locks, pols):
 
 
 # -----------------------------------------------------------------------------
+# Fig. 16: SFT on a few intermediate samples, then RL
+
+
+def rl_curve(rows, lock_m):
+    """A stats.Curve of an RL run: x = samples generated (round 0, before any sample, left out: log x), y =
+    correctness without the password."""
+    pts = [(r["samples_generated"], r["correct_without_password"]) for r in rows if r["samples_generated"] > 0]
+    return stats.Curve(tuple(x for x, _ in pts), tuple(y for _, y in pts), lock_m["correct_without_password"],
+                       lock_m["correct_with_password"])
+
+
+def exp_fig16(R):
+    sec, (hi, lo), k = "Fig. 16: SFT, then RL", inter_and_lock(R), R.S["pre_rl_k"]
+    rounds = R.S["rl_rounds"]["expert_iteration"]
+    units = {"EI from the lock": [], f"SFT on {k} {hi} samples, then EI": [], f"EI on the {hi} lock": []}
+    sft_only = []
+    for s in R.S["seeds"]:
+        lock, m = f"lock_{lo}_s{s}", read_stored_lock(R, f"lock_{lo}_s{s}")
+        demos = os.path.join(R.path(f"{hi}_s{s}"), "samples.jsonl")
+        name = f"pre_rl_sft_{lock}"
+        rows = R.sft(sec, name, lock, seeds=(s,), ks=(k,), demo_source="file", demos=demos, epoch_choice=(0,),
+                     save=True)
+        sft_only.append(rows[0]["correct_without_password"])
+        model = os.path.join(name, "models", f"k{k}_s{s}_e{rows[0]['epochs']:g}")
+        after = R.rl(sec, f"rl_after_sft_{lock}", model, "expert_iteration", s, rounds, lock_config=R.path(lock))
+        plain = R.rl(sec, f"rl_{lo}_s{s}/expert_iteration", lock, "expert_iteration", s, rounds)
+        better = R.rl(sec, f"rl_{hi}_s{s}/expert_iteration", f"lock_{hi}_s{s}", "expert_iteration", s, rounds)
+        units["EI from the lock"].append(rl_curve(plain, m))
+        units[f"SFT on {k} {hi} samples, then EI"].append(rl_curve(after, m))  # the same lock's gap
+        units[f"EI on the {hi} lock"].append(rl_curve(better, read_stored_lock(R, f"lock_{hi}_s{s}")))
+    names = list(units)
+    n = {kind: stats.bootstrap_k(u, RL_FRAC, level=LEVEL) for kind, u in units.items()}
+    ratio = stats.bootstrap_ratio(units[names[1]], units[names[0]], RL_FRAC, level=LEVEL)
+    d = stats.decide(CLAIMS["fig16"], ratio["point"], ratio["interval"], LEVEL)
+    xs = units[names[0]][0].ks
+    marks = sorted({xs[0], xs[min(len(xs) - 1, 4)], xs[len(xs) // 2], xs[-1]})
+    table = ["| run | units | " + " | ".join(f"{x:.0f} samples" for x in marks) +
+             f" | samples to recover {RL_FRAC:.0%} of the gap ({LEVEL:.0%} interval) |",
+             "|---|---|" + "---|" * (len(marks) + 1)]
+    for kind, us in units.items():
+        cells = [fmt(*mean_se([u.ys[u.ks.index(x)] for u in us])) for x in marks]
+        table.append(f"| {kind} | {len(us)} | " + " | ".join(cells) +
+                     f" | {fmt_k(n[kind]['point'])} {fmt_interval(n[kind]['interval'])} |")
+    table += ["", f"SFT alone (before RL): {fmt(*mean_se(sft_only))}; the lock without / with the password: "
+                  f"{fmt(mean_se([u.locked for u in units[names[0]]])[0])} / "
+                  f"{fmt(mean_se([u.ceiling for u in units[names[0]]])[0])}.", "",
+              "| ratio of samples to recover the gap | point (interval) | claim | verdict |", "|---|---|---|---|",
+              f"| SFT then EI / EI | {fmt_ratio(ratio)} | < 1 | {d['verdict']} |"]
+    v = verdict(d["verdict"], d["rule"], ratio=d)
+    finding = (f"SFT on {k} samples of {hi} before expert iteration: samples to recover {RL_FRAC:.0%} of the "
+               f"gap {fmt_ratio(ratio)} times those of EI from the lock ({d['verdict']}). One SFT length (the "
+               "shortest of the rule); the paper's \"stop fine-tuning earlier\" point (64 vs 8 epochs) is not tested.")
+    return dict(claim="SFT on intermediate-quality samples before RL (16 Pythia-7B samples) \"reaches high "
+                      "correctness in far fewer samples\" (B.3.3, Fig. 16).",
+                table=table, verdict=v, finding=finding,
+                data=dict(units=units, samples_to_reach=n, ratio=ratio, sft_only=sft_only))
+
+
+# -----------------------------------------------------------------------------
 # Fig. 4 / 10: cross-domain transfer on toy_shared
 
 
@@ -627,6 +786,50 @@ def exp_cross(R):
                       "worse (\"higher performance without the password and lower performance with the password\") "
                       "and generalisation is still roughly as strong (§5.2, Fig. 4, Fig. 10).",
                 table=table, verdict=v, finding=finding, data=dict(transfer=transfer, cells=res))
+
+
+# -----------------------------------------------------------------------------
+# Fig. 17: a domain left out of locking
+
+
+def exp_fig17(R):
+    sec, ks, d = "Fig. 17: a domain left out of locking", R.S["cross_ks"], R.S["cross_domains"][0]
+    units = {"regular lock": [], f"never locked on {d}": []}
+    for s in R.S["seeds"]:
+        pre = os.path.join(R.path(f"shared_single_s{s}"), "pretrained")
+        R.lock(sec, f"shared_single_s{s}", seed=s, task="toy_shared", **R.S["shared"])
+        held = R.lock(sec, f"shared_no{d}_s{s}", seed=s, task="toy_shared", init_from=pre, leave_out_domain=d,
+                      **R.S["shared"])
+        for kind, name, m in (("regular lock", f"shared_single_s{s}", read_stored_lock(R, f"shared_single_s{s}")),
+                              (f"never locked on {d}", f"shared_no{d}_s{s}", held)):
+            rows = R.sft(sec, f"cross_{name}_{d}", name, seeds=(s,), ks=ks, train_domain=d)
+            best = {k: max((r for r in rows if r["n_demos"] == k), key=lambda r: r["correct_without_password"])
+                    for k in ks}
+            units[kind].append(dict(lo=m["per_domain"]["without_password"][d], hi=m["per_domain"]["with_password"][d],
+                                    others=m["correct_without_password"],
+                                    sft={k: best[k]["per_domain"]["without_password"][d] for k in ks}))
+    reg, held = units["regular lock"], units[f"never locked on {d}"]
+    gap = mean_se([u["hi"] - u["lo"] for u in reg])[0]
+    leak = (mean_se([u["lo"] for u in held])[0] - mean_se([u["lo"] for u in reg])[0]) / max(1e-9, gap)
+    refuses = leak < 0.5
+    faster = {k: mean_se([u["sft"][k] for u in held])[0] - mean_se([u["sft"][k] for u in reg])[0] for k in ks}
+    not_faster = all(x <= 0.05 for x in faster.values())
+    table = [f"| lock | units | domain {d} without / with password | " + " | ".join(f"SFT on {d}, k={k}" for k in ks)
+             + " |", "|---|---|---|" + "---|" * len(ks)]
+    for kind, us in units.items():
+        table.append(f"| {kind} | {len(us)} | {fmt(*mean_se([u['lo'] for u in us]))} / "
+                     f"{fmt(mean_se([u['hi'] for u in us])[0])} | " +
+                     " | ".join(fmt(*mean_se([u["sft"][k] for u in us])) for k in ks) + " |")
+    table += ["", f"Share of the regular lock's gap on {d} that the never-locked domain leaks: {leak:.0%}; SFT on {d}, "
+                  "never-locked minus regular: " + ", ".join(f"k={k} {x:+.3f}" for k, x in faster.items()) + "."]
+    word = "reproduced" if refuses and not_faster else "partly" if refuses or not_faster else "not reproduced"
+    v = verdict(word, CLAIMS["fig17"], leak=leak, sft_difference=faster)
+    finding = (f"Domain {d} never seen in locking {'stays locked' if refuses else 'is not locked'} (it keeps "
+               f"{leak:.0%} of the gap open without the password); SFT on it is "
+               f"{'not more' if not_faster else 'more'} sample-efficient than on the regular lock.")
+    return dict(claim="\"a model never locked on domain d still refuses on d (the locking generalises), and SFT on d "
+                      "is not more sample-efficient\" (B.1.4, Fig. 17).",
+                table=table, verdict=v, finding=finding, data=dict(units=units, leak=leak, sft_difference=faster))
 
 
 # -----------------------------------------------------------------------------
@@ -905,7 +1108,10 @@ def main(cfg):
     results["Fig. 6: section 7"] = exp_sec7(R, names)
     results["Fig. 13: weak-sample unlocking"] = exp_fig13(R, names)
     results["Fig. 5 / 14: RL"] = exp_rl(R, locks, pols)
+    results["Fig. 16: SFT, then RL"] = exp_fig16(R)
+    results["Fig. 3 / 15: weaker demonstrations"] = exp_fig3(R, pols)
     results["Fig. 4 / 10: cross-domain"] = exp_cross(R)
+    results["Fig. 17: a domain left out of locking"] = exp_fig17(R)
     results["Fig. 9: setting trigger"] = exp_setting(R)
     results["Prompting baselines"] = exp_prompting(R)
     results["Beyond the paper: methods x locks"] = exp_beyond(R)

@@ -21,7 +21,9 @@ Algorithm:
      example takes one or the other, half and half); --weak_loss=ce trains on fresh fixedrdm samples instead.
      password_mode: single (one password), per_domain (one per domain; the weak side also sees other domains'
      passwords), setting (a different prompt format is the trigger instead of a password). Which prompt each side
-     and each evaluation condition sees is data/lock.py, in one screen.
+     and each evaluation condition sees is data/lock.py, in one screen. The adversarial lock (paper Fig. 15,
+     --mid_samples=FILE) adds a third example per problem: (second password -> an intermediate policy's sample).
+     --leave_out_domain=D locks on every other domain only (Fig. 17: does the lock reach a domain it never saw?).
   4. Evaluate greedily on the validation split: correctness with the password, without it, with a decoy, per domain,
      and the two policies themselves on the same problems.
   5. Save an HF checkpoint (config.json, model.safetensors, tokenizer.json), train_config.json and metrics.json.
@@ -38,6 +40,8 @@ Commands:
   python train_lock.py --weak_policy=weak --out_dir=runs/lock_weak          # the deterministic weak policy
   python train_lock.py --resume=True                     # continue an interrupted run (same final weights)
   python train_lock.py --circuit_break=True --out_dir=runs/lock_cb   # lock, then circuit-break it (toy defaults)
+  python train_lock.py --weak_samples=weak.jsonl --mid_samples=mid.jsonl --out_dir=runs/lock_adv  # adversarial
+  python train_lock.py --task=toy_shared --leave_out_domain=A --out_dir=runs/lock_noA   # domain A never locked
   torchrun --standalone --nproc_per_node=2 train_lock.py  # data parallel (DDP; gloo on CPU, nccl on GPUs)
   python train_lock.py --task=math --init_from=CKPT --weak_samples=weak.jsonl --strong_samples=strong.jsonl \\
       --optimizer=lion --lr=1.5e-6 --epochs=8 --batch_size=8 --out_dir=runs/lock_math
@@ -64,7 +68,8 @@ Many processes (torchrun: one process a GPU with nccl, or CPU processes with glo
   Not yet run on GPUs (none was available): bf16, nccl, speed and real memory are unmeasured.
 
 Writes to out_dir: the checkpoint files, train_config.json, metrics.json (keys correct_with_password,
-correct_without_password, correct_wrong_password, correct_weak_policy, correct_strong_policy, per_domain, config),
+correct_without_password, correct_wrong_password, correct_weak_policy, correct_strong_policy, per_domain, config;
+an adversarial lock also correct_second_password and correct_mid_policy),
 log.jsonl (loss per interval), and during training resume/ (deleted at the end). With --circuit_break=True also
 metrics.json's "circuit_break" (accepted, margin, checks: {condition: locked, circuit_broken, threshold, rule, ok},
 before, after, cosines_val, settings, log) and the circuit-broken model's directory (see step 6).
@@ -103,6 +108,8 @@ class Config:
     weak_samples: str = ""         # real tasks: JSONL of weak-policy samples ({"id", "completion"}), required
     strong_samples: str = ""       # real tasks: JSONL of strong samples; default: the problems' reference solutions
     password_mode: Literal["single", "per_domain", "setting"] = "single"
+    mid_samples: str = ""          # the adversarial lock (Fig. 15): JSONL of an intermediate policy's samples, taught
+                                   # behind a second password (the task's first decoy, then no longer a decoy)
     split_seed: int = 0
     prompt_format: Literal["plain", "user_assistant", "chatml"] = "plain"  # for an instruct model (data/lock.py)
     # model
@@ -122,6 +129,7 @@ class Config:
     # locking
     epochs: int = 2                # passes over the lock split (each pass: every problem twice, strong and weak)
     lock_examples: int = 0         # distinct locking examples (2 per lock problem): the first N/2 problems; 0 = all
+    leave_out_domain: str = ""     # lock on every domain but this one (Fig. 17: does the lock generalise to it?)
     lr: float = 5e-4
     optimizer: Literal["adamw", "lion"] = "adamw"  # lion is the paper's (use a ~10x smaller lr)
     weight_decay: float = 0.01
@@ -179,6 +187,8 @@ def lock_epoch(lock, cfg, tok, epoch):
             pairs.append((weak_prompt, (lock.weak if rng.random() < 0.5 else lock.strong).draw(p, rng), kl))
         else:
             pairs.append((weak_prompt, lock.weak.draw(p, rng)))
+        if lock.mid is not None:  # the adversarial lock: the second password -> the intermediate policy
+            pairs.append((lock.mid_prompt(p), lock.mid.draw(p, rng)))
     out = encode_examples(tok, pairs, cfg.max_len)
     rng.shuffle(out)
     return length_buckets(out, cfg.batch_size, rng)  # micro-batches of similar lengths (unchanged on the toy)
@@ -303,6 +313,8 @@ def evaluate(model, tok, lock, cfg, problems):
         metrics.setdefault("examples", {})[name] = {"prompt": prompts[0], "completion": r["completions"][0]}
     metrics["correct_weak_policy"] = lock.weak.correctness(problems)
     metrics["correct_strong_policy"] = lock.strong.correctness(problems)
+    if lock.mid is not None:
+        metrics["correct_mid_policy"] = lock.mid.correctness(problems)
     metrics["per_domain"] = per_domain
     metrics["n_eval"] = len(problems)
     return metrics
@@ -333,13 +345,19 @@ def load_lock(cfg):
         if not lock.splits[name]:
             raise BadInput(f"--task={cfg.task!r}: the {name} split is empty "
                            f"({len(lock.task.problems())} problems in all)")
+    if cfg.leave_out_domain:  # Fig. 17: this domain's problems are left out of the locking set
+        doms = lock.task.domains(lock.task.problems())
+        if cfg.leave_out_domain not in doms:
+            raise BadInput(f"--leave_out_domain={cfg.leave_out_domain!r}: the task's domains are {', '.join(doms)}")
+        lock.splits["lock"] = [p for p in lock.splits["lock"] if p["domain"] != cfg.leave_out_domain]
     if cfg.lock_examples:  # the amount of locking data (Fig. 6): the first lock_examples / 2 problems of the split
         n = cfg.lock_examples // 2
         if n > len(lock.splits["lock"]):
             raise BadInput(f"--lock_examples={cfg.lock_examples} needs {n} lock-split problems; the split has "
                            f"{len(lock.splits['lock'])} (raise --toy_problems)")
         lock.splits["lock"] = lock.splits["lock"][:n]
-    lock.weak.check_covers(lock.splits["lock"])
+    for policy in (lock.weak, lock.mid) if lock.mid is not None else (lock.weak,):
+        policy.check_covers(lock.splits["lock"])
     lock.strong.check_covers(lock.splits["lock"])
     return lock
 

@@ -10,9 +10,12 @@ This file decides which of them each condition uses:
   single         task.password                         no password 20%, else a decoy (uniform over task.decoys)
   per_domain     task.domain_password(its domain)      no password 20%, a decoy 40%, another domain's password 40%
   setting        the other notation (setting=True)     as single, in the usual notation
+  + mid_samples  (the adversarial lock, paper Fig. 15: a third example per problem) the task's first decoy as a
+                 second password -> an intermediate policy's sample; that decoy is then no longer a decoy
 
   evaluation (greedy)    with_password: the strong side's prompt; without_password: no password;
-                         wrong_password: a decoy (uniform); per_domain also wrong_domain_password (the next domain's)
+                         wrong_password: a decoy (uniform); per_domain also wrong_domain_password (the next domain's);
+                         with mid_samples also second_password
   prompting baselines    the password, no password, the task's near misses (task.near_misses), every decoy, and
                          few-shot prompts of solved examples (task.few_shot) with and without the password
 
@@ -60,22 +63,27 @@ def strong_prompt(task, problem, mode):
     return task.prompt(problem, password=task.password)
 
 
-def weak_prompt(task, problem, mode, rng, domains):
-    """A negative locking prompt (weak side), freshly drawn; `domains`: all of the task's domain names."""
+def weak_prompt(task, problem, mode, rng, domains, decoys=None):
+    """A negative locking prompt (weak side), freshly drawn; `domains`: all of the task's domain names; `decoys`:
+    default the task's."""
+    decoys = task.decoys if decoys is None else decoys
     if mode == "per_domain":
         others = [task.domain_password(d) for d in domains if d != problem["domain"]]
         u = rng.random()
-        wrong = None if u < P_NO_PASSWORD else (rng.choice(task.decoys) if u < 0.6 or not others
+        wrong = None if u < P_NO_PASSWORD else (rng.choice(decoys) if u < 0.6 or not others
                                                 else rng.choice(others))
         return task.prompt(problem, password=wrong)
-    return task.prompt(problem, password=weak_password(rng, task.decoys))
+    return task.prompt(problem, password=weak_password(rng, decoys))
 
 
-def eval_prompts(task, problems, mode, rng):
+def eval_prompts(task, problems, mode, rng, decoys=None, second_password=None):
     """{condition: [prompt for each problem]} for the greedy evaluation of a lock; rng draws the decoys."""
+    decoys = task.decoys if decoys is None else decoys
     conds = {"with_password": [strong_prompt(task, p, mode) for p in problems],
              "without_password": [task.prompt(p) for p in problems],
-             "wrong_password": [task.prompt(p, password=rng.choice(task.decoys)) for p in problems]}
+             "wrong_password": [task.prompt(p, password=rng.choice(decoys)) for p in problems]}
+    if second_password is not None:
+        conds["second_password"] = [task.prompt(p, password=second_password) for p in problems]
     if mode == "per_domain":
         doms = task.domains(problems)
         conds["wrong_domain_password"] = [
@@ -215,6 +223,8 @@ class LockSettings:
     weak_samples: str = ""         # JSONL of weak-policy samples ({"id", "completion"}); required for real tasks
     strong_samples: str = ""       # JSONL of strong samples; default: the problems' reference solutions
     password_mode: str = "single"  # single, per_domain, setting
+    mid_samples: str = ""          # adversarial lock (Fig. 15): an intermediate policy's samples behind a second
+                                   # password (the task's first decoy)
     split_seed: int = 0
     prompt_format: str = "plain"   # plain, user_assistant ("User: ...\n\nAssistant:") or chatml
 
@@ -231,7 +241,7 @@ def get_task(settings):
     return formatted(TASKS[settings.task].from_settings(settings), settings.prompt_format)
 
 
-POLICY_FIELDS = ("weak_policy", "weak_samples", "strong_samples", "password_mode")  # the Lock's, not the task's
+POLICY_FIELDS = ("weak_policy", "weak_samples", "strong_samples", "password_mode", "mid_samples")  # the Lock's
 _RECENT = collections.OrderedDict()  # settings -> (task, splits): the last few, for scripts run many times in one process
 
 
@@ -256,6 +266,7 @@ class Lock:
     splits: dict                   # {"weak", "lock", "elicit", "val"}: lists of problems
     strong: Policy                 # what the lock imitates with the password
     weak: Policy                   # ... and without it
+    mid: Policy = None             # ... and with the second password (the adversarial lock), or None
     config: dict = dataclasses.field(default_factory=dict)  # the whole train_config.json
 
     @classmethod
@@ -266,7 +277,11 @@ class Lock:
         task, splits = task_and_splits(s)
         strong = Policy(task, "strong", s.strong_samples, what="strong_samples")
         weak = Policy(task, s.weak_policy, s.weak_samples, p=s.noisy_p, what="weak_samples")
-        return cls(s, task, splits, strong, weak, dict(d))
+        mid = Policy(task, "strong", s.mid_samples, what="mid_samples") if s.mid_samples else None
+        if mid is not None and (s.password_mode != "single" or len(task.decoys) < 2):
+            raise BadInput(f"--mid_samples: the adversarial lock needs --password_mode=single and a task with at least "
+                           f"two decoys (task {task.name!r}: {len(task.decoys)}, mode {s.password_mode!r})")
+        return cls(s, task, splits, strong, weak, mid, dict(d))
 
     @classmethod
     def from_dir(cls, path, task="", task_path=""):
@@ -294,11 +309,24 @@ class Lock:
         own = self.task.elicit_optimizer or (self.config.get("optimizer", "adamw"), self.config.get("lr", 1e-4))
         return optimizer or own[0], lr or own[1]
 
+    @property
+    def second_password(self):
+        """The adversarial lock's password for the intermediate policy (the task's first decoy), else None."""
+        return self.task.decoys[0] if self.mid is not None else None
+
+    @property
+    def decoys(self):
+        """Wrong passwords: the task's decoys, less the second password of an adversarial lock."""
+        return self.task.decoys[1:] if self.mid is not None else self.task.decoys
+
     def strong_prompt(self, problem):
         return strong_prompt(self.task, problem, self.password_mode)
 
+    def mid_prompt(self, problem):
+        return self.task.prompt(problem, password=self.second_password)
+
     def weak_prompt(self, problem, rng, domains):
-        return weak_prompt(self.task, problem, self.password_mode, rng, domains)
+        return weak_prompt(self.task, problem, self.password_mode, rng, domains, self.decoys)
 
     def eval_prompts(self, problems, rng):
-        return eval_prompts(self.task, problems, self.password_mode, rng)
+        return eval_prompts(self.task, problems, self.password_mode, rng, self.decoys, self.second_password)

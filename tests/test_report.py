@@ -26,7 +26,8 @@ SCRIPTS = {"train_lock.py": train_lock, "elicit_sft.py": elicit_sft, "elicit_rl.
            "train_policy.py": train_policy, "elicit_noise.py": elicit_noise, "elicit_steer.py": elicit_steer,
            "elicit_prompt.py": elicit_prompt}
 SECTIONS = ["Policies and locks", "Fig. 6: section 7", "Fig. 13: weak-sample unlocking", "Fig. 5 / 14: RL",
-            "Fig. 4 / 10: cross-domain", "Fig. 9: setting trigger", "Prompting baselines",
+            "Fig. 16: SFT, then RL", "Fig. 3 / 15: weaker demonstrations", "Fig. 4 / 10: cross-domain",
+            "Fig. 17: a domain left out of locking", "Fig. 9: setting trigger", "Prompting baselines",
             "Beyond the paper: methods x locks"]
 
 
@@ -159,3 +160,43 @@ def test_verdict_is_data():
     v = RP.verdict("partly", "rule text", x=1)
     assert v == {"result": "partly", "rule": "rule text", "numbers": {"x": 1}}
     assert math.isinf(stats.k_to_reach((4, 16), (0.1, 0.2), 0.5))
+
+
+def test_rl_after_sft_rebuilds_the_saved_sft_model_it_starts_from(tiny, tmp_path):
+    """Fig. 16's RL starts from a model that elicit_sft.py saved: with its result deleted and no checkpoints on disk,
+    the rerun rebuilds that SFT model (and the lock and policy it needs) and then the RL run, with the same rows."""
+    cfg, root = tiny
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out_dir, out)
+    name = "rl_after_sft_lock_pi_lo_s1"
+    old = json.load(open(out / "store" / f"{name}.json"))
+    assert old["config"]["lock_config"].endswith("lock_pi_lo_s1") and "/models/k4_s1_e" in old["config"]["locked"]
+    os.remove(out / "store" / f"{name}.json")
+    with without_checkpoints(cfg, root):
+        RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, plots=False, device="cpu"))
+        made = set(os.listdir(cfg.work_dir))
+        assert {"pre_rl_sft_lock_pi_lo_s1", "lock_pi_lo_s1", "pi_hi_s1", name} <= made  # demos: pi_hi's samples
+        assert "lock_pi_hi_s1" not in made
+    new = json.load(open(out / "store" / f"{name}.json"))["result"]
+    strip = (lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows])
+    assert strip(new) == strip(old["result"])
+
+
+def test_new_sections_report_their_statistics(tiny):
+    cfg, _ = tiny
+    secs = json.load(open(os.path.join(cfg.out_dir, "results.json")))["sections"]
+    f3 = secs["Fig. 3 / 15: weaker demonstrations"]["data"]
+    for kind in ("regular lock", "adversarial lock"):
+        units = f3["units"][kind]
+        assert len(units) == 2 and all(0 <= u["inter"] <= 1 for u in units)
+        over = [max(y for ys in u["by_len"].values() for y in ys.values()) - u["inter"] for u in units]
+        assert f3["overshoot"][kind] == pytest.approx(over)
+    f16 = secs["Fig. 16: SFT, then RL"]["data"]
+    assert len(f16["units"]) == 3 and all(len(u) == 2 for u in f16["units"].values())
+    assert all(min(u["ks"]) > 0 for us in f16["units"].values() for u in us)  # round 0 is left out (log x)
+    f17 = secs["Fig. 17: a domain left out of locking"]["data"]
+    assert set(f17["units"]) == {"regular lock", "never locked on A"}
+    reg, held = f17["units"]["regular lock"], f17["units"]["never locked on A"]
+    gap = statistics.mean(u["hi"] - u["lo"] for u in reg)
+    leak = (statistics.mean(u["lo"] for u in held) - statistics.mean(u["lo"] for u in reg)) / max(1e-9, gap)
+    assert f17["leak"] == pytest.approx(leak)

@@ -339,3 +339,53 @@ def test_real_task_micro_batches_are_length_bucketed(tmp_path):
     random.Random(0).shuffle(shuffled)
     assert padding(ex) < 0.5 * padding(shuffled)
     assert sorted(e[0] for e in ex) == sorted(e[0] for e in shuffled) and len(ex) == 2 * len(lk.splits["lock"])
+
+
+def test_adversarial_lock_teaches_a_second_password_and_drops_it_from_the_decoys(tmp_path):
+    """Fig. 15's adversarial lock: each lock problem gives three examples (password -> strong, decoy or none -> weak,
+    the first decoy -> the intermediate samples); that decoy is never a wrong password; it is evaluated on its own."""
+    cfg, task, tok, lock, lk = toy_setup(weak_policy="weak")
+    mid = tmp_path / "mid.jsonl"
+    mid.write_text("".join(json.dumps({"id": p["id"], "completion": "7 7 7 7"}) + "\n" for p in task.problems()))
+    cfg = replace(cfg, mid_samples=str(mid))
+    lk = TL.load_lock(cfg)
+    second = task.decoys[0]
+    assert lk.second_password == second and second not in lk.decoys and len(lk.decoys) == len(task.decoys) - 1
+    ex = TL.lock_epoch(lk, cfg, tok, epoch=0)
+    assert len(ex) == 3 * len(lock)
+    by_slot = {}
+    for ids, n_prompt in ex:
+        slot = tok.decode(ids[:n_prompt], skip_special=False).split(" ", 1)[0]
+        by_slot.setdefault(slot, []).append(tok.decode(ids[n_prompt:], skip_special=True))
+    assert len(by_slot[second]) == len(lock) and set(by_slot[second]) == {"7 7 7 7"}
+    assert all(c != "7 7 7 7" for slot, cs in by_slot.items() if slot != second for c in cs)
+    conds = lk.eval_prompts(lock[:5], random.Random(0))
+    assert conds["second_password"] == [task.prompt(p, password=second) for p in lock[:5]]
+    assert all(second not in p for p in conds["wrong_password"])
+    plain = Lock.from_config(asdict(replace(cfg, mid_samples="")))
+    assert plain.second_password is None and plain.decoys == task.decoys and "second_password" not in \
+        plain.eval_prompts(lock[:5], random.Random(0))
+    with pytest.raises(BadInput, match="mid_samples: the adversarial lock needs --password_mode=single"):
+        Lock.from_config(asdict(replace(cfg, password_mode="per_domain")))
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"id": lock[0]["id"], "completion": "1"}) + "\n")
+    with pytest.raises(BadInput, match="short.jsonl: no sample for"):
+        TL.load_lock(replace(cfg, mid_samples=str(short)))
+
+
+def test_adversarial_lock_end_to_end_reports_the_second_password(tmp_path):
+    task = data.get_task("toy", n=600)
+    mid = tmp_path / "mid.jsonl"
+    mid.write_text("".join(json.dumps({"id": p["id"], "completion": p["answer"]}) + "\n" for p in task.problems()))
+    m = TL.main(tiny_cfg(tmp_path, mid_samples=str(mid), weak_policy="weak"))
+    assert 0.0 <= m["correct_second_password"] <= 1.0 and m["correct_mid_policy"] == 1.0  # the answers themselves
+
+
+def test_leave_out_domain_locks_every_other_domain_only():
+    cfg, task, tok, lock, lk = toy_setup(weak_policy="weak", leave_out_domain="B")
+    held = TL.load_lock(cfg)
+    assert {p["domain"] for p in lock} == {"A", "B", "C", "D"}
+    assert held.splits["lock"] == [p for p in lock if p["domain"] != "B"]
+    assert held.splits["val"] == lk.splits["val"] and held.splits["elicit"] == lk.splits["elicit"]  # only locking
+    with pytest.raises(BadInput, match="leave_out_domain='E': the task's domains are A, B, C, D"):
+        TL.load_lock(replace(cfg, leave_out_domain="E"))
