@@ -32,6 +32,8 @@ Commands:
   python report.py --quick                         # runs/report/REPORT.md
   python report.py --out_dir=docs/report_full      # the full run, resumable, its results kept with the report
   python report.py --plots=False                   # without matplotlib
+Order: one unit (seed) at a time, each through every section, then a last pass that only reads the store and writes
+the report; so an interrupted run loses at most the checkpoints of the unit it was in.
 Resuming: every finished run's result is stored as JSON under out_dir/store/ (with its config), so a later
 invocation, even on a fresh checkout with out_dir committed, only runs what is missing; a checkpoint that a missing
 run needs is rebuilt first (same seed, same numbers). Checkpoints live in work_dir (default runs/report/<scale>/).
@@ -1095,18 +1097,18 @@ def write_report(cfg, scale, R, results, plots, wall, note):
     return path
 
 
-def main(cfg):
-    t0 = time.time()
-    scale = cfg.scale or ("quick" if cfg.quick else "full")
-    if scale not in SCALES:
-        raise BadInput(f"--scale={cfg.scale!r}: use full, quick or tiny")
-    R = Runner(cfg, scale)
+def sections(R):
+    """{section: result} for the seeds in R.S (a seed only in sec7_seeds: the section-7 sections alone)."""
     results = {}
     names = sec7_locks(R)
-    locks, pols = policy_locks(R)
-    results["Policies and locks"] = exp_policies(R, locks, pols)
+    if R.S["seeds"]:
+        locks, pols = policy_locks(R)
+        results["Policies and locks"] = exp_policies(R, locks, pols)
     results["Fig. 6: section 7"] = exp_sec7(R, names)
-    results["Fig. 13: weak-sample unlocking"] = exp_fig13(R, names)
+    if R.S["weak_seeds"]:
+        results["Fig. 13: weak-sample unlocking"] = exp_fig13(R, names)
+    if not R.S["seeds"]:
+        return results
     results["Fig. 5 / 14: RL"] = exp_rl(R, locks, pols)
     results["Fig. 16: SFT, then RL"] = exp_fig16(R)
     results["Fig. 3 / 15: weaker demonstrations"] = exp_fig3(R, pols)
@@ -1115,6 +1117,23 @@ def main(cfg):
     results["Fig. 9: setting trigger"] = exp_setting(R)
     results["Prompting baselines"] = exp_prompting(R)
     results["Beyond the paper: methods x locks"] = exp_beyond(R)
+    return results
+
+
+def main(cfg):
+    t0 = time.time()
+    scale = cfg.scale or ("quick" if cfg.quick else "full")
+    if scale not in SCALES:
+        raise BadInput(f"--scale={cfg.scale!r}: use full, quick or tiny")
+    R = Runner(cfg, scale)
+    full = R.S
+    units = sorted(set(full["seeds"]) | set(full["sec7_seeds"]))
+    if len(units) > 1:  # one unit at a time, each to the end: an interrupted run loses one unit's checkpoints at most
+        for s in units:
+            R.S = {**full, **{k: tuple(x for x in full[k] if x == s) for k in ("seeds", "sec7_seeds", "weak_seeds")}}
+            sections(R)
+        R.S = full
+    results = sections(R)  # every run is stored by now: this pass reads the store and computes the statistics
     plots, note = {}, ""
     if cfg.plots:
         try:
