@@ -93,15 +93,15 @@ SCALES = {
         beyond=dict(sft_k=16, rl_rounds=10, noise=dict(seeds=5, n_grid=10, eval_n=500), steer=dict(eval_n=500),
                     prompt=dict(shots=(1, 2), eval_n=500))),
     "quick": dict(
-        seeds=(0,), sec7_seeds=(0,), eval_n=500, lock=dict(eval_n=500), big_problems=70_000,
+        seeds=(0,), sec7_seeds=(0,), eval_n=300, lock=dict(eval_n=300), big_problems=70_000,
         policies={"pi_hi": dict(n_layer=1, n_embd=64, steps=2000), "pi_lo": dict(n_layer=1, n_embd=64, steps=1000)},
-        policy=dict(n_samples=2, eval_n=500), policy_lock=dict(epochs=1), amounts=(12_500, 50_000),
+        policy=dict(n_samples=2, eval_n=300), policy_lock=dict(epochs=1), amounts=(12_500, 50_000),
         scratch=dict(lr=1e-3), sft={}, sft_ks=(4, 64), weak_ks=(64,), weak_locks=("ft12k",), weak_seeds=(0,),
         rl=dict(eval_n=300, samples_per_round=320, n_keep=32, dpo_problems=300),
         rl_rounds=dict(expert_iteration=3, filtering=1, iterated_dpo=2, dpo=2), rl_over={}, continuous=(),
         cross_ks=(64,), cross_domains=("A",), shared=dict(toy_problems=20_000, epochs=1), setting_ks=(16,),
         inter_ks=(16,), inter_epochs=(0,), pre_rl_k=16,
-        beyond=dict(sft_k=16, rl_rounds=2, noise=dict(seeds=2, n_grid=4, eval_n=300),
+        beyond=dict(sft_k=16, rl_rounds=2, sft=dict(epoch_choice=(0,)), noise=dict(seeds=2, n_grid=4, eval_n=300),
                     steer=dict(coefs=(-1.0, 1.0), tune_n=100, eval_n=300), prompt=dict(shots=(1,), eval_n=300))),
     "tiny": dict(
         seeds=(0, 1), sec7_seeds=(0, 1), eval_n=40,
@@ -942,9 +942,10 @@ def exp_beyond(R):
             add = lambda meth, val: cells.setdefault((lt, meth), []).append(val)  # noqa: E731
             add("no elicitation", m["correct_without_password"])
             add("with password (ceiling)", m["correct_with_password"])
-            sft = R.sft(sec, f"beyond_sft_{lock}", locked, seeds=(s,), ks=(B["sft_k"],))
+            sft = R.sft(sec, f"beyond_sft_{lock}", locked, seeds=(s,), ks=(B["sft_k"],), **B.get("sft", {}))
             add(f"SFT, k={B['sft_k']}", best_per_k(sft)[B["sft_k"]])
-            lora = R.sft(sec, f"beyond_lora_{lock}", locked, seeds=(s,), ks=(B["sft_k"],), lora_rank=8)
+            lora = R.sft(sec, f"beyond_lora_{lock}", locked, seeds=(s,), ks=(B["sft_k"],), lora_rank=8,
+                         **B.get("sft", {}))
             add(f"SFT LoRA r8, k={B['sft_k']}", best_per_k(lora)[B["sft_k"]])
             ei = R.rl(sec, f"beyond_ei_{lock}", locked, "expert_iteration", s, B["rl_rounds"])
             add(f"expert iteration, {B['rl_rounds']} rounds", ei[-1]["correct_without_password"])
