@@ -32,6 +32,7 @@ Commands:
   python report.py --quick                         # runs/report/REPORT.md
   python report.py --out_dir=docs/report_full      # the full run, resumable, its results kept with the report
   python report.py --plots=False                   # without matplotlib
+  python report.py --out_dir=docs/report_full --units="(0,)"  # the finished units of an unfinished run
 Order: one unit (seed) at a time, each through every section, then a last pass that only reads the store and writes
 the report; so an interrupted run loses at most the checkpoints of the unit it was in.
 Resuming: every finished run's result is stored as JSON under out_dir/store/ (with its config), so a later
@@ -70,6 +71,8 @@ class Config:
     out_dir: str = "runs/report"   # REPORT.md, results.json, plots and store/ (finished runs' results)
     work_dir: str = ""             # checkpoints; default runs/report/<scale>
     plots: bool = True             # PNG plots (needs matplotlib; skipped with a note if it is missing)
+    units: tuple = ()              # only these seeds: a look at an unfinished run's finished units (writes
+                                   # REPORT_units.md and results_units.json, no plots; a stored run is never rerun)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -1067,9 +1070,10 @@ def git_commit():
         return "unknown"
 
 
-def write_report(cfg, scale, R, results, plots, wall, note):
+def write_report(cfg, scale, R, results, plots, wall, note, stem=""):
     S = R.S
-    flag = {"quick": " --quick", "full": "", "tiny": " --scale=tiny"}[scale]
+    flag = {"quick": " --quick", "full": "", "tiny": " --scale=tiny"}[scale] + \
+        (f" --units=\"{tuple(cfg.units)}\"" if cfg.units else "")
     lines = [f"# locksmith: the paper's findings on the toy task, tested as the paper tested them ({scale} run)", "",
              f"`python report.py{flag} --out_dir={cfg.out_dir}` at commit {git_commit()}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {platform.machine()} with "
@@ -1093,7 +1097,7 @@ def write_report(cfg, scale, R, results, plots, wall, note):
         lines += R.commands.get(name, []) + ["```", "", "</details>", ""]
     lines += ["## Settings", "", f"Checkpoints under `{R.work}/`; every run's result and config under "
               f"`{R.store}/`. Scale settings:", "", "```json", json.dumps(jsonable(S), indent=1), "```", ""]
-    path = os.path.join(cfg.out_dir, "REPORT.md")
+    path = os.path.join(cfg.out_dir, f"REPORT{stem}.md")
     atomic_write_text(path, "\n".join(lines))
     return path
 
@@ -1128,6 +1132,9 @@ def main(cfg):
         raise BadInput(f"--scale={cfg.scale!r}: use full, quick or tiny")
     R = Runner(cfg, scale)
     full = R.S
+    if cfg.units:
+        full = R.S = {**full, **{k: tuple(x for x in full[k] if x in cfg.units)
+                                 for k in ("seeds", "sec7_seeds", "weak_seeds")}}
     units = sorted(set(full["seeds"]) | set(full["sec7_seeds"]))
     if len(units) > 1:  # one unit at a time, each to the end: an interrupted run loses one unit's checkpoints at most
         for s in units:
@@ -1135,18 +1142,22 @@ def main(cfg):
             sections(R)
         R.S = full
     results = sections(R)  # every run is stored by now: this pass reads the store and computes the statistics
-    plots, note = {}, ""
-    if cfg.plots:
+    plots, note, stem = {}, "", "_units" if cfg.units else ""
+    if cfg.units:
+        note = (f"Only units (seeds) {', '.join(map(str, cfg.units))} of the {scale} run: a look at an unfinished "
+                "run, not its report.")
+    elif cfg.plots:
         try:
             import matplotlib  # noqa: F401
             plots = make_plots(results, cfg.out_dir)
         except ImportError:
             note = "Plots skipped: matplotlib is not installed (`pip install matplotlib`)."
     wall = time.time() - t0
-    R.invocations.append(round(wall, 1))
-    write_json(os.path.join(R.store, "_invocations.json"), R.invocations)
-    path = write_report(cfg, scale, R, results, plots, wall, note)
-    write_json(os.path.join(cfg.out_dir, "results.json"), jsonable(
+    if not cfg.units:
+        R.invocations.append(round(wall, 1))
+        write_json(os.path.join(R.store, "_invocations.json"), R.invocations)
+    path = write_report(cfg, scale, R, results, plots, wall, note, stem)
+    write_json(os.path.join(cfg.out_dir, f"results{stem}.json"), jsonable(
         {"scale": scale, "settings": SCALES[scale], "config": asdict(cfg), "wall_seconds": round(wall, 1),
          "invocation_seconds": R.invocations, "run_seconds": R.seconds, "commands": R.commands, "claims": {
              k: (v if isinstance(v, str) else asdict(v)) for k, v in CLAIMS.items()},

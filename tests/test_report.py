@@ -200,3 +200,23 @@ def test_new_sections_report_their_statistics(tiny):
     gap = statistics.mean(u["hi"] - u["lo"] for u in reg)
     leak = (statistics.mean(u["lo"] for u in held) - statistics.mean(u["lo"] for u in reg)) / max(1e-9, gap)
     assert f17["leak"] == pytest.approx(leak)
+
+
+def test_units_report_reads_the_store_for_some_seeds_only(tiny, tmp_path):
+    """--units=(1,): a report of one unit from the store, written apart (REPORT_units.md), nothing run, the full
+    report and the invocation log left alone."""
+    cfg, root = tiny
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out_dir, out)
+    before = (out / "REPORT.md").read_text()
+    inv = json.load(open(out / "store" / "_invocations.json"))
+    with without_checkpoints(cfg, root):
+        RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, device="cpu", units=(1,)))
+        assert os.listdir(cfg.work_dir) == []
+    res = json.load(open(out / "results_units.json"))
+    units = res["sections"]["Fig. 6: section 7"]["data"]["units"]
+    assert all(len(u) == 1 for u in units.values())
+    full = json.load(open(out / "results.json"))["sections"]["Fig. 6: section 7"]["data"]["units"]
+    assert all(units[k][0] == full[k][1] for k in units)  # seed 1 is the second unit of the full report
+    assert (out / "REPORT.md").read_text() == before and "--units=\"(1,)\"" in (out / "REPORT_units.md").read_text()
+    assert json.load(open(out / "store" / "_invocations.json")) == inv
