@@ -119,7 +119,7 @@ SCALES = {
         rl=dict(samples_per_round=32, n_keep=8, sft_steps=2, dpo_problems=32, eval_batch_size=64),
         rl_rounds=dict(expert_iteration=1, filtering=1, iterated_dpo=1, dpo=1), rl_over={}, continuous=("pi_lo",),
         cross_ks=(8,), cross_domains=("A",), shared=dict(toy_problems=1000), setting_ks=(4,),
-        inter_ks=(4,), inter_epochs=(0,), pre_rl_k=4,
+        inter_ks=(2, 4), inter_epochs=(0, 2), pre_rl_k=4,
         beyond=dict(sft_k=4, rl_rounds=1, noise=dict(seeds=2, n_grid=2, eval_n=20), cb=dict(cb_layers=(0,)),
                     steer=dict(coefs=(1.0,), n_pairs=4, tune_n=20, eval_n=20, layers=(0,)),
                     prompt=dict(shots=(1,), eval_n=20))),
@@ -538,6 +538,9 @@ def exp_fig13(R, names):
 # Fig. 3 / 15: weaker demonstrations, overshoot, the adversarial lock
 
 
+LENGTHS = ("shortest", "middle", "longest")  # elicit_sft's three training lengths (epoch_choice 0, 1, 2)
+
+
 def inter_and_lock(R):
     """(the intermediate policy, the lock's policy): the best pi_weak writes the demonstrations, the lock made with the
     worst is elicited (the paper: Llama-7B demos on a Pythia-1B lock; Pythia-7B samples before RL, Fig. 16)."""
@@ -559,9 +562,11 @@ def exp_fig3(R, pols):
                               ("adversarial lock", f"adv_{lo}_s{s}", m_adv)):
             rows = R.sft(sec, f"inter_{lock}", lock, seeds=(s,), ks=ks, demo_source="file", demos=demos,
                          epoch_choice=R.S["inter_epochs"])
-            by_len = {}
-            for r in rows:  # {epochs: {k: correctness}}: one curve per training length (Fig. 15's x axis)
-                by_len.setdefault(r["epochs"], {})[r["n_demos"]] = r["correct_without_password"]
+            by_len = {}  # {length: {k: correctness}}: one curve per training length of the rule (Fig. 15's x axis)
+            for k in ks:
+                rk = sorted((r for r in rows if r["n_demos"] == k), key=lambda r: r["epochs"])
+                for choice, r in zip(R.S["inter_epochs"], rk):
+                    by_len.setdefault(LENGTHS[choice], {})[k] = r["correct_without_password"]
             units[kind].append(dict(inter=inter, best=best_per_k(rows), by_len=by_len,
                                     lo=m["correct_without_password"], hi=m["correct_with_password"]))
     kmax = ks[-1]
@@ -574,9 +579,9 @@ def exp_fig3(R, pols):
             for kind, us in units.items()}
     diff = stats.bootstrap_mean([a - r for a, r in zip(over["adversarial lock"], over["regular lock"])], level=LEVEL)
     d_adv = stats.decide(CLAIMS["fig15_adversarial"], diff["point"], diff["interval"], LEVEL)
-    lens = sorted({e for u in reg for e in u["by_len"]})
+    lens = [LENGTHS[c] for c in R.S["inter_epochs"]]
     table = ["| lock | units | locked without / with | pi_intermediate (its samples) | " +
-             " | ".join(f"k={k}, {e:g} ep" for k in ks for e in lens) + " | overshoot: best - pi_intermediate |",
+             " | ".join(f"k={k}, {e}" for k in ks for e in lens) + " | overshoot: best - pi_intermediate |",
              "|---|---|---|---|" + "---|" * (len(ks) * len(lens) + 1)]
     for kind, us in units.items():
         cells = [fmt(*mean_se([u["by_len"][e][k] for u in us])) for k in ks for e in lens]
