@@ -812,10 +812,10 @@ def exp_fig17(R):
     units = {"regular lock": [], f"never locked on {d}": []}
     for s in R.S["seeds"]:
         pre = os.path.join(R.path(f"shared_single_s{s}"), "pretrained")
-        R.lock(sec, f"shared_single_s{s}", seed=s, task="toy_shared", **R.S["shared"])
+        one = R.lock(sec, f"shared_single_s{s}", seed=s, task="toy_shared", **R.S["shared"])
         held = R.lock(sec, f"shared_no{d}_s{s}", seed=s, task="toy_shared", init_from=pre, leave_out_domain=d,
                       **R.S["shared"])
-        for kind, name, m in (("regular lock", f"shared_single_s{s}", read_stored_lock(R, f"shared_single_s{s}")),
+        for kind, name, m in (("regular lock", f"shared_single_s{s}", one),
                               (f"never locked on {d}", f"shared_no{d}_s{s}", held)):
             rows = R.sft(sec, f"cross_{name}_{d}", name, seeds=(s,), ks=ks, train_domain=d)
             best = {k: max((r for r in rows if r["n_demos"] == k), key=lambda r: r["correct_without_password"])
