@@ -12,7 +12,7 @@ Algorithm, for every demonstration count k in `ks`, seed in `seeds` and training
   3. Fine-tune a fresh copy of the locked model on them, prompt WITHOUT the password, loss on completion tokens.
      Training lengths: the paper's {256/k, 512/k, 1024/k} epochs ({1, 2, 4} for k >= 256), times `epoch_mult`: a
      0.9M-parameter model trained from scratch needs far more passes than a 7B model (toy: 16). `epoch_choice`
-     runs a subset of the three lengths (report.py uses the middle one to save time).
+     runs a subset of the three lengths (report.py uses the middle one, its quick run the shortest).
   4. Evaluate greedily on the validation split without the password (and with it: the ceiling), per domain, and on
      the held-out elicitation slice without the password (for an epoch choice that never looks at validation).
   5. Append one JSONL row per (k, seed, epochs); at the end print, per k, the mean and standard error over seeds of

@@ -96,16 +96,17 @@ SCALES = {
         beyond=dict(sft_k=16, rl_rounds=10, noise=dict(seeds=5, n_grid=10, eval_n=500), steer=dict(eval_n=500),
                     prompt=dict(shots=(1, 2), eval_n=500))),
     "quick": dict(
-        seeds=(0,), sec7_seeds=(0,), eval_n=300, lock=dict(eval_n=300), big_problems=70_000,
+        seeds=(0,), sec7_seeds=(0,), eval_n=200, lock=dict(eval_n=200), big_problems=70_000,
         policies={"pi_hi": dict(n_layer=1, n_embd=64, steps=2000), "pi_lo": dict(n_layer=1, n_embd=64, steps=1000)},
-        policy=dict(n_samples=2, eval_n=300), policy_lock=dict(epochs=1), amounts=(12_500, 50_000),
-        scratch=dict(lr=1e-3), sft={}, sft_ks=(4, 64), weak_ks=(64,), weak_locks=("ft12k",), weak_seeds=(0,),
-        rl=dict(eval_n=300, samples_per_round=320, n_keep=32, dpo_problems=300),
+        policy=dict(n_samples=2, eval_n=200), policy_lock=dict(epochs=1), amounts=(12_500, 50_000),
+        scratch=dict(lr=1e-3), sft=dict(epoch_choice=(0,), heldout_n=200), sft_ks=(4, 64), weak_ks=(64,),
+        weak_locks=("ft12k",), weak_seeds=(0,),
+        rl=dict(eval_n=200, samples_per_round=320, n_keep=32, dpo_problems=300),
         rl_rounds=dict(expert_iteration=3, filtering=1, iterated_dpo=2, dpo=2), rl_over={}, continuous=(),
-        cross_ks=(64,), cross_domains=("A",), shared=dict(toy_problems=20_000, epochs=1), setting_ks=(16,),
+        cross_ks=(64,), cross_domains=("A",), shared=dict(toy_problems=12_000, epochs=1), setting_ks=(16,),
         inter_ks=(16,), inter_epochs=(0,), pre_rl_k=16,
-        beyond=dict(sft_k=16, rl_rounds=2, sft=dict(epoch_choice=(0,)), noise=dict(seeds=2, n_grid=4, eval_n=300),
-                    steer=dict(coefs=(-1.0, 1.0), tune_n=100, eval_n=300), prompt=dict(shots=(1,), eval_n=300))),
+        beyond=dict(sft_k=16, rl_rounds=2, sft=dict(epoch_choice=(0,)), noise=dict(seeds=2, n_grid=4, eval_n=200),
+                    steer=dict(coefs=(-1.0, 1.0), tune_n=100, eval_n=200), prompt=dict(shots=(1,), eval_n=200))),
     "tiny": dict(
         seeds=(0, 1), sec7_seeds=(0, 1), eval_n=40,
         lock=dict(toy_problems=1000, n_layer=1, n_head=2, n_embd=32, pretrain_samples=400, pretrain_steps=10,
@@ -187,6 +188,9 @@ def command(script, cfg, default):
     return " ".join(["python", script] + [shlex.quote(a) for a in args])
 
 
+IGNORED = ("resume", "device")  # config fields that do not change a run's result
+
+
 def has_checkpoint(path):
     return lambda: os.path.isfile(os.path.join(path, "config.json"))
 
@@ -221,8 +225,10 @@ class Runner:
         self.commands.setdefault(section, [])
         if cmd not in self.commands[section]:
             self.commands[section].append(cmd)
+        lineage = self.lineage(cfg)
         stored = self._load(name, None)
-        if stored is not None and same_config(stored["config"], cfg, ignore=("resume", "device")):
+        if (stored is not None and same_config(stored["config"], cfg, ignore=IGNORED)
+                and self.same_lineage(stored.get("deps"), lineage)):
             return stored["result"]
         for dep in self.deps(cfg):
             self.need(dep)
@@ -230,7 +236,8 @@ class Runner:
         module.main(cfg)
         result = result_of()
         self.seconds[name] = round(time.time() - t0, 1)
-        write_json(os.path.join(self.store, f"{name}.json"), {"config": asdict(cfg), "result": result})
+        write_json(os.path.join(self.store, f"{name}.json"),
+                   {"config": asdict(cfg), "deps": {n: asdict(c) for n, c in lineage.items()}, "result": result})
         write_json(os.path.join(self.store, "_seconds.json"), self.seconds)
         return result
 
@@ -245,6 +252,24 @@ class Runner:
         for v in str(getattr(cfg, "controls", "")).split(","):
             out += [n for n in self.recipes if v.split("=")[-1] == self.path(n)]
         return out
+
+    def lineage(self, cfg):
+        """{checkpoint name: its config} for every checkpoint `cfg` reads, and every one those read in turn: a stored
+        result is reused only if these are still the configs that made its inputs."""
+        out = {}
+        for dep in self.deps(cfg):
+            if dep not in out:
+                out[dep] = self.recipes[dep][2]
+                out.update(self.lineage(out[dep]))
+        return out
+
+    @staticmethod
+    def same_lineage(stored, lineage):
+        """Whether the inputs recorded with a stored result (`stored`: {name: config dict}) are the current ones. A
+        result stored before inputs were recorded (no "deps") is trusted."""
+        if stored is None:
+            return True
+        return set(stored) == set(lineage) and all(same_config(stored[n], c, ignore=IGNORED) for n, c in lineage.items())
 
     def need(self, name):
         """Make sure checkpoint `name` is on disk (rebuilding it, and what it needs, from its recipe)."""
@@ -461,7 +486,7 @@ def exp_sec7(R, names):
     for kind, us in units.items():
         c = mean_curve(us, ks)
         hi, lo = mean_se([u.ceiling for u in us]), mean_se([u.locked for u in us])
-        table.append(f"| {LABELS.get(kind, kind)} | {len(us)} | {fmt(hi[0])} / {fmt(lo[0])} | " +
+        table.append(f"| {lock_label(R.S['amounts'], kind)} | {len(us)} | {fmt(hi[0])} / {fmt(lo[0])} | " +
                      " | ".join(fmt(*c[k]) for k in ks) +
                      f" | {fmt_k(k90[kind]['point'])} {fmt_interval(k90[kind]['interval'])} |")
     table += ["", "| ratio of k to recover 90% of the gap | point (interval) | claim | verdict |", "|---|---|---|---|",
@@ -481,7 +506,8 @@ def exp_sec7(R, names):
                       "and the number of demonstrations required is small overall\" (§7, Fig. 6).",
                 table=table, verdict=v, finding=finding,
                 data=dict(curves={k: mean_curve(u, ks) for k, u in units.items()}, units=units, k90=k90,
-                          ratio_scratch=r_scratch, ratio_amount=r_amount, ks=ks))
+                          ratio_scratch=r_scratch, ratio_amount=r_amount, ks=ks,
+                          labels={k: lock_label(R.S["amounts"], k) for k in units}))
 
 
 def read_stored_lock(R, name):
@@ -492,8 +518,14 @@ def read_stored_lock(R, name):
     return stored["result"]
 
 
-LABELS = {"scratch": "locked from scratch (200k locking examples)", "ft12k": "fine-tuning lock, 12.5k locking examples",
-          "ft50k": "fine-tuning lock, 50k locking examples", "ft200k": "fine-tuning lock, 200k locking examples"}
+def lock_label(amounts, kind):
+    """A section-7 lock's row label: "ft12k" -> "fine-tuning lock, 12.5k locking examples"; "scratch" -> the most."""
+    n = amounts[-1] if kind == "scratch" else next((a for a in amounts if amount_name(a) == kind), None)
+    if n is None:
+        return kind
+    size = f"{n / 1000:g}k" if n >= 1000 else str(n)
+    return (f"locked from scratch ({size} locking examples)" if kind == "scratch"
+            else f"fine-tuning lock, {size} locking examples")
 
 
 # -----------------------------------------------------------------------------
@@ -520,7 +552,7 @@ def exp_fig13(R, names):
         rises[kind] = dict(k=kmax, point=boot["point"], interval=boot["interval"])
         curves[kind] = {k: mean_se([y[k] for _, y in per_unit]) for k in ks}
         lo = mean_se([lo for lo, _ in per_unit])
-        table.append(f"| {LABELS.get(kind, kind)} | {len(per_unit)} | {fmt(*lo)} | " +
+        table.append(f"| {lock_label(R.S['amounts'], kind)} | {len(per_unit)} | {fmt(*lo)} | " +
                      " | ".join(fmt(*curves[kind][k]) for k in ks) +
                      f" | {boot['point']:+.3f} ({boot['interval'][0]:+.3f}, {boot['interval'][1]:+.3f}) at k={kmax} |")
     decisions = {k: stats.decide(CLAIMS["fig13"], r["point"], r["interval"], LEVEL) for k, r in rises.items()}
@@ -1058,11 +1090,11 @@ def make_plots(results, out_dir):
     out = {}
     sec7 = jsonable(results["Fig. 6: section 7"]["data"])
     out["Fig. 6: section 7"] = plot_curves(plt, out_dir, "fig6_sft.png",
-                                           {LABELS.get(k, k): c for k, c in sec7["curves"].items()},
+                                           {sec7["labels"][k]: c for k, c in sec7["curves"].items()},
                                            "number of strong demonstrations")
     weak = jsonable(results["Fig. 13: weak-sample unlocking"]["data"])
     out["Fig. 13: weak-sample unlocking"] = plot_curves(
-        plt, out_dir, "fig13_weak.png", {f"{LABELS.get(k, k)}: weak samples": c for k, c in weak["curves"].items()},
+        plt, out_dir, "fig13_weak.png", {f"{sec7['labels'][k]}: weak samples": c for k, c in weak["curves"].items()},
         "number of weak-policy samples")
     out["Fig. 5 / 14: RL"] = plot_rl(plt, out_dir, jsonable(results["Fig. 5 / 14: RL"]["data"]))
     return out

@@ -42,6 +42,14 @@ def test_every_claim_threshold_is_fixed_in_the_module():
     assert RP.CLAIMS["fig6_scratch"].low == 2 and RP.CLAIMS["fig6_scratch"].high == 4
 
 
+def test_lock_labels_name_the_scale_s_own_amounts():
+    assert RP.lock_label((12_500, 50_000, 200_000), "ft12k") == "fine-tuning lock, 12.5k locking examples"
+    assert RP.lock_label((12_500, 50_000, 200_000), "scratch") == "locked from scratch (200k locking examples)"
+    assert RP.lock_label((6_250, 25_000), "scratch") == "locked from scratch (25k locking examples)"
+    assert RP.lock_label((200, 800), "ft200") == "fine-tuning lock, 200 locking examples"
+    assert RP.lock_label((200, 800), "ft50k") == "ft50k"  # not this scale's amount: the key itself
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
@@ -146,6 +154,30 @@ def test_a_missing_result_rebuilds_only_what_it_needs(tiny, tmp_path):
     strip = (lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds", "wall_seconds")}
                            for r in rows])
     assert strip(new["rows"]) == strip(old["rows"]) and new["locked"] == old["locked"]
+
+
+def test_a_stored_result_whose_input_changed_is_run_again(tiny, tmp_path):
+    """Each stored result records the configs of the checkpoints it read (transitively). If one of them is no longer
+    the config the report would use (here: the lock was made with another number of epochs), the stored result is
+    stale and runs again; a result stored before inputs were recorded is trusted."""
+    cfg, _ = tiny
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out_dir, out)
+    name = "prompt_lock_pi_lo_s0"
+    path = out / "store" / f"{name}.json"
+    entry = json.load(open(path))
+    assert {"lock_pi_lo_s0", "pi_lo_s0", "det_ft800_s0"} <= set(entry["deps"])  # the lock, its samples, its base
+    other = json.load(open(out / "store" / "prompt_lock_pi_lo_s1.json"))
+    del other["deps"]
+    json.dump(other, open(out / "store" / "prompt_lock_pi_lo_s1.json", "w"))
+    entry["deps"]["lock_pi_lo_s0"]["epochs"] += 1
+    entry["result"] = "stale"
+    json.dump(entry, open(path, "w"))
+    RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, plots=False, device="cpu"))
+    rerun = json.load(open(path))
+    assert rerun["result"] != "stale"
+    assert rerun["deps"] == json.load(open(os.path.join(cfg.out_dir, "store", f"{name}.json")))["deps"]
+    assert "deps" not in json.load(open(out / "store" / "prompt_lock_pi_lo_s1.json"))  # trusted, not rerun
 
 
 def test_plots_are_written_when_matplotlib_is_installed(tiny):
