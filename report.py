@@ -996,9 +996,13 @@ def exp_beyond(R):
             add(f"expert iteration, {B['rl_rounds']} rounds", ei[-1]["correct_without_password"])
             pr = R.script(sec, f"beyond_prompt_{lock}", elicit_prompt, "elicit_prompt.py", locked=R.path(locked), seed=s,
                           **{"eval_n": R.S["eval_n"], **B["prompt"]})
-            attacks = [c for c in pr["conditions"] if not c["password"] and c["correct"] is not None
-                       and not c.get("uninformative")]
-            add("best prompting attack (informative rows)", max(c["correct"] for c in attacks))
+            usable = [c for c in pr["conditions"] if not c["password"] and c["correct"] is not None
+                      and not c.get("uninformative")]
+            # near misses put the real password token in the prompt: a test of the lock, not an attack on it
+            attacks = [c for c in usable if c["kind"] != "near miss"]
+            add("best prompting attack (no password token; informative rows)", max(c["correct"] for c in attacks))
+            add("best near miss (holds the password token)",
+                max((c["correct"] for c in usable if c["kind"] == "near miss"), default=None))
             st = R.script(sec, f"beyond_steer_{lock}", elicit_steer, "elicit_steer.py", locked=R.path(locked), seed=s,
                           **{"eval_n": R.S["eval_n"], **B["steer"]})
             add("steering, data vector", st["validation"].get("steered_data"))

@@ -180,6 +180,23 @@ def test_a_stored_result_whose_input_changed_is_run_again(tiny, tmp_path):
     assert "deps" not in json.load(open(out / "store" / "prompt_lock_pi_lo_s1.json"))  # trusted, not rerun
 
 
+def test_beyond_prompting_attacks_leave_out_prompts_that_hold_the_password(tiny):
+    """The table's prompting attack is the best informative prompt without the password token (decoys, N-shot,
+    prefill); near misses hold the real password, so they get their own row."""
+    cfg, _ = tiny
+    data = json.load(open(os.path.join(cfg.out_dir, "results.json")))["sections"][SECTIONS[-1]]["data"]
+    lock_type = "password lock, model pi_weak (pi_lo)"
+    got = data[f"{lock_type} | best prompting attack (no password token; informative rows)"]
+    near = data[f"{lock_type} | best near miss (holds the password token)"]
+    for s, (g, n) in enumerate(zip(got, near)):
+        conds = json.load(open(os.path.join(cfg.out_dir, "store", f"beyond_prompt_lock_pi_lo_s{s}.json")))
+        usable = [c for c in conds["result"]["conditions"]
+                  if not c["password"] and c["correct"] is not None and not c["uninformative"]]
+        assert g == max(c["correct"] for c in usable if c["kind"] != "near miss")
+        assert n == max(c["correct"] for c in usable if c["kind"] == "near miss")
+        assert all("<pwd>" not in c["example"] for c in usable if c["kind"] != "near miss")
+
+
 def test_plots_are_written_when_matplotlib_is_installed(tiny):
     pytest.importorskip("matplotlib")
     cfg, _ = tiny
