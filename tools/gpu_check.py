@@ -126,7 +126,7 @@ TINY = {  # the same roles at a size a CPU runs in seconds (the 1B one keeps GQA
 }
 SIZES = {  # sequence sizes: (full, tiny)
     "train": ((4, 1024), (2, 32)),          # micro-batch: sequences x tokens
-    "decode": ((256, 64), (16, 16)),        # prompt tokens, new tokens
+    "decode": ((256, 64), (16, 72)),        # prompt tokens, new tokens (tiny: 64 timed steps beyond SYNC)
     "fsdp": ((4, 256), (2, 16)),            # each of the two micro-batches
     "copy_bytes": (2**30, 2**26),
     "gemm_n": (8192, 256),
@@ -485,6 +485,9 @@ def decode_row(cfg, models, name, B, compile_, bandwidth):
     full = min(bench.timed(lambda: sampler.generate(m, prompts, N, **kw), dev)[1] for _ in range(n_reps(cfg)))
     stop = min(bench.timed(lambda: sampler.generate(m, prompts, N, stop_ids=range(V), **kw), dev)[1]
                for _ in range(n_reps(cfg)))
+    if full <= stop:  # the N - SYNC extra steps took no time: the timer's noise is larger than what it measures
+        raise RuntimeError(f"decode {name} batch {B}: the {N}-step call ({full:.4f} s) was not slower than the "
+                           f"{SYNC}-step one ({stop:.4f} s); timing noise exceeds the decode time, raise --reps")
     ms = 1000 * (full - stop) / (N - SYNC)
     weights = sum(p.numel() * p.element_size() for p in m.parameters())
     if not m.config.tie_embeddings:
