@@ -40,8 +40,10 @@ invocation, even on a fresh checkout with out_dir committed, only runs what is m
 run needs is rebuilt first (same seed, same numbers). Checkpoints live in work_dir (default runs/report/<scale>/).
 Writes out_dir/REPORT.md, out_dir/results.json (every number, threshold and command) and out_dir/*.png.
 """
+import contextlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import shlex
@@ -74,6 +76,9 @@ class Config:
     units: tuple = ()              # only these seeds: a look at an unfinished run's finished units (writes
                                    # REPORT_units.md and results_units.json, no plots; a stored run is never rerun)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    workers: int = 0               # processes running independent runs at once, the cores split between them;
+                                   # 0: 2 on a CPU with 2+ cores (measured 1.5x the runs per hour of one process
+                                   # with 2 threads), else 1. The numbers depend on the threads a run had.
 
 
 # -----------------------------------------------------------------------------
@@ -195,6 +200,39 @@ def has_checkpoint(path):
     return lambda: os.path.isfile(os.path.join(path, "config.json"))
 
 
+class Pending(Exception):
+    """A worker (--workers) reached a result another worker is still making: it leaves that section for now."""
+
+
+class Later:
+    """What a worker gets for a run it cannot do now (another worker holds it, or holds a checkpoint it needs). Any
+    use of it raises Pending, so a section goes on past runs whose results it drops (checkpoints for later runs)
+    and stops at the first result it reads: no decision is ever taken on a result that does not exist yet."""
+
+    def __init__(self, name):
+        object.__setattr__(self, "name", name)
+
+    def __repr__(self):
+        return f"Later({self.name!r})"
+
+    def _pending(self, *args):
+        raise Pending(self.name)
+
+    __getattr__ = __getitem__ = __iter__ = __len__ = __bool__ = __contains__ = __float__ = __int__ = __index__ = \
+        __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = __add__ = __radd__ = __sub__ = \
+        __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __format__ = __fspath__ = _pending
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Runner:
     """Runs train_policy / train_lock / elicit_* with resume, and remembers each finished run's result in
     out_dir/store/<name>.json next to its config. A result in the store is returned without running anything; a
@@ -211,6 +249,11 @@ class Runner:
         self.invocations = self._load("_invocations", [])
         self.recipes = {}           # checkpoint name -> (script, module, cfg, ready): how to (re)build it, and
                                     # ready(): whether it is on disk
+        self.coop = False           # a worker of several (--workers): runs are claimed before they run
+        self.claims = os.path.join(self.store, "_claims")
+        self.ran = 0                # runs this process has made (a worker with none in a pass waits)
+        self.laters = 0             # Later results handed out (a section that got one is not done)
+        self.blocked = False
 
     def _load(self, name, default):
         p = os.path.join(self.store, f"{name}.json")
@@ -220,26 +263,103 @@ class Runner:
         return os.path.join(self.work, name)
 
     def _run(self, section, name, script, module, cfg, result_of):
-        """The stored result of run `name` if its config matches, else run it now and store result_of()."""
+        """The stored result of run `name` if its config matches, else run it now and store result_of(). A worker
+        gets Later(name) instead when another worker holds the run or a checkpoint it needs."""
         cmd = command(script, cfg, module.Config())
         self.commands.setdefault(section, [])
         if cmd not in self.commands[section]:
             self.commands[section].append(cmd)
         lineage = self.lineage(cfg)
-        stored = self._load(name, None)
-        if (stored is not None and same_config(stored["config"], cfg, ignore=IGNORED)
-                and self.same_lineage(stored.get("deps"), lineage)):
+
+        def stored_result():
+            stored = self._load(name, None)
+            if (stored is not None and same_config(stored["config"], cfg, ignore=IGNORED)
+                    and self.same_lineage(stored.get("deps"), lineage)):
+                return stored
+            return None
+
+        if (stored := stored_result()) is not None:
             return stored["result"]
-        for dep in self.deps(cfg):
-            self.need(dep)
-        t0 = time.time()
-        module.main(cfg)
-        result = result_of()
-        self.seconds[name] = round(time.time() - t0, 1)
-        write_json(os.path.join(self.store, f"{name}.json"),
-                   {"config": asdict(cfg), "deps": {n: asdict(c) for n, c in lineage.items()}, "result": result})
-        write_json(os.path.join(self.store, "_seconds.json"), self.seconds)
-        return result
+        if self.coop and not self.claim(name):
+            self.laters += 1
+            return Later(name)
+        try:
+            if self.coop and (stored := stored_result()) is not None:  # finished while this worker looked
+                return stored["result"]
+            for dep in self.deps(cfg):
+                self.need(dep)
+            t0 = time.time()
+            module.main(cfg)
+            result = result_of()
+            write_json(os.path.join(self.store, f"{name}.json"),
+                       {"config": asdict(cfg), "deps": {n: asdict(c) for n, c in lineage.items()}, "result": result})
+            self.add_seconds(name, round(time.time() - t0, 1))
+            self.ran += 1
+            return result
+        except Pending:
+            self.laters += 1
+            return Later(name)
+        finally:
+            if self.coop:
+                self.release(name)
+
+    def add_seconds(self, name, seconds):
+        """Record a run's wall seconds in store/_seconds.json (under a file lock: workers write it too)."""
+        import fcntl
+        os.makedirs(self.claims, exist_ok=True)
+        with open(os.path.join(self.claims, ".seconds.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.seconds = {**self._load("_seconds", {}), name: seconds}
+            write_json(os.path.join(self.store, "_seconds.json"), self.seconds)
+
+    # Claims (--workers): store/_claims/<name>.claim holds the pid of the process making run or checkpoint <name>.
+    def _claim_path(self, name):
+        return os.path.join(self.claims, name.replace(os.sep, "__") + ".claim")
+
+    def _holder(self, name):
+        try:
+            with open(self._claim_path(name)) as f:
+                return int(f.read() or -1)
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return -1  # being written: held
+
+    def claim(self, name):
+        """Take `name` for this process; False if a live process holds it (a dead one's claim is taken over)."""
+        os.makedirs(self.claims, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self._claim_path(name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._holder(name)
+                if holder is not None and (holder == -1 or pid_alive(holder)):
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self._claim_path(name))
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return True
+        return False
+
+    def release(self, name):
+        if self._holder(name) == os.getpid():
+            os.remove(self._claim_path(name))
+
+    def busy(self, name):
+        holder = self._holder(name)
+        return holder is not None and holder != os.getpid() and (holder == -1 or pid_alive(holder))
+
+    def clear_stale_claims(self):
+        """Before workers start: drop the claims of processes that are gone (a stopped run's)."""
+        if os.path.isdir(self.claims):
+            for f in os.listdir(self.claims):
+                if f.endswith(".claim"):
+                    holder = self._holder(f[:-len(".claim")].replace("__", os.sep))
+                    if holder is not None and holder != -1 and not pid_alive(holder):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.remove(os.path.join(self.claims, f))
 
     def deps(self, cfg):
         """Checkpoints of this report that a config reads (init_from, locked, weak samples, controls)."""
@@ -274,11 +394,19 @@ class Runner:
     def need(self, name):
         """Make sure checkpoint `name` is on disk (rebuilding it, and what it needs, from its recipe)."""
         script, module, cfg, ready = self.recipes[name]
+        if self.coop and (self.busy(name) or self._load(name, None) is None):
+            raise Pending(name)  # being made by another worker, or not made yet (its own run will make it)
         if ready():
             return
         for dep in self.deps(cfg):
             self.need(dep)
-        module.main(replace(cfg, resume=True) if hasattr(cfg, "resume") else cfg)
+        if self.coop and not self.claim(name):
+            raise Pending(name)
+        try:
+            module.main(replace(cfg, resume=True) if hasattr(cfg, "resume") else cfg)
+        finally:
+            if self.coop:
+                self.release(name)
 
     def _lock_cfg(self, over):
         return replace(train_lock.Config(), resume=True, device=self.cfg.device,
@@ -401,9 +529,10 @@ def policy_locks(R):
     sec = "Policies and locks"
     locks, pols = {}, {}
     for s in R.S["seeds"]:
-        pre = base(R, s)
-        for pol, shape in R.S["policies"].items():
+        for pol, shape in R.S["policies"].items():  # the policies first: they need no other checkpoint
             pols.setdefault(pol, []).append(R.policy(sec, f"{pol}_s{s}", seed=s, **shape))
+        pre = base(R, s)
+        for pol in R.S["policies"]:
             locks.setdefault(pol, []).append(R.lock(
                 sec, f"lock_{pol}_s{s}", seed=s, init_from=pre,
                 weak_samples=os.path.join(R.path(f"{pol}_s{s}"), "samples.jsonl"), **R.S["policy_lock"]))
@@ -412,7 +541,8 @@ def policy_locks(R):
     return locks, pols
 
 
-def exp_policies(R, locks, pols):
+def exp_policies(R):
+    locks, pols = policy_locks(R)
     table = ["| lock (weak policy) | locks | with password | without | decoy password | pi_weak greedy | "
              "pi_weak sampled (T=1) |", "|---|---|---|---|---|---|---|"]
     for kind, ms in locks.items():
@@ -460,7 +590,8 @@ def sec7_locks(R):
     return out
 
 
-def exp_sec7(R, names):
+def exp_sec7(R):
+    names = sec7_locks(R)
     sec, ks = "Fig. 6: section 7", R.S["sft_ks"]
     units, metrics = {}, {}
     for kind, by_seed in names.items():
@@ -513,6 +644,8 @@ def exp_sec7(R, names):
 def read_stored_lock(R, name):
     """A lock's metrics from the store (every lock this report elicits was made, or read back, before)."""
     stored = R._load(name, None)
+    if stored is None and R.coop:
+        raise Pending(name)
     if stored is None:
         raise BadInput(f"report: lock {name} has no stored result")
     return stored["result"]
@@ -532,7 +665,8 @@ def lock_label(amounts, kind):
 # Fig. 13: weak-sample unlocking
 
 
-def exp_fig13(R, names):
+def exp_fig13(R):
+    names = sec7_locks(R)
     sec, ks = "Fig. 13: weak-sample unlocking", R.S["weak_ks"]
     mult = 4 * R.S["sft"].get("epoch_mult", elicit_sft.Config.epoch_mult)
     rises, table = {}, ["| lock | units | locked, without password | " + " | ".join(f"k={k}" for k in ks) +
@@ -582,7 +716,8 @@ def inter_and_lock(R):
     return pols[0], pols[-1]
 
 
-def exp_fig3(R, pols):
+def exp_fig3(R):
+    pols = policy_locks(R)[1]
     sec, ks, (hi, lo) = "Fig. 3 / 15: weaker demonstrations", R.S["inter_ks"], inter_and_lock(R)
     units = {"regular lock": [], "adversarial lock": []}
     adv_m = []
@@ -651,7 +786,8 @@ def exp_fig3(R, pols):
 # Fig. 5 / 14: RL on locks made with each pi_weak
 
 
-def exp_rl(R, locks, pols):
+def exp_rl(R):
+    locks, pols = policy_locks(R)
     sec = "Fig. 5 / 14: RL"
     kinds = list(R.S["policies"]) + ["fixedrdm"]
     res, cont = {}, {}
@@ -1149,26 +1285,64 @@ def write_report(cfg, scale, R, results, plots, wall, note, stem=""):
 
 
 def sections(R):
-    """{section: result} for the seeds in R.S (a seed only in sec7_seeds: the section-7 sections alone)."""
-    results = {}
-    names = sec7_locks(R)
+    """[(section, function of R)] for the seeds in R.S (a seed only in sec7_seeds: the section-7 sections alone).
+    Each function makes the runs it reads (a stored run returns at once), so the sections run in any order."""
+    out = []
     if R.S["seeds"]:
-        locks, pols = policy_locks(R)
-        results["Policies and locks"] = exp_policies(R, locks, pols)
-    results["Fig. 6: section 7"] = exp_sec7(R, names)
+        out.append(("Policies and locks", exp_policies))
+    out.append(("Fig. 6: section 7", exp_sec7))
     if R.S["weak_seeds"]:
-        results["Fig. 13: weak-sample unlocking"] = exp_fig13(R, names)
-    if not R.S["seeds"]:
-        return results
-    results["Fig. 5 / 14: RL"] = exp_rl(R, locks, pols)
-    results["Fig. 16: SFT, then RL"] = exp_fig16(R)
-    results["Fig. 3 / 15: weaker demonstrations"] = exp_fig3(R, pols)
-    results["Fig. 4 / 10: cross-domain"] = exp_cross(R)
-    results["Fig. 17: a domain left out of locking"] = exp_fig17(R)
-    results["Fig. 9: setting trigger"] = exp_setting(R)
-    results["Prompting baselines"] = exp_prompting(R)
-    results["Beyond the paper: methods x locks"] = exp_beyond(R)
-    return results
+        out.append(("Fig. 13: weak-sample unlocking", exp_fig13))
+    if R.S["seeds"]:
+        out += [("Fig. 5 / 14: RL", exp_rl), ("Fig. 16: SFT, then RL", exp_fig16),
+                ("Fig. 3 / 15: weaker demonstrations", exp_fig3), ("Fig. 4 / 10: cross-domain", exp_cross),
+                ("Fig. 17: a domain left out of locking", exp_fig17), ("Fig. 9: setting trigger", exp_setting),
+                ("Prompting baselines", exp_prompting), ("Beyond the paper: methods x locks", exp_beyond)]
+    return out
+
+
+def unit_scales(R, full):
+    """One R.S per unit (seed), each with only that seed: a unit runs through every section before the next."""
+    units = sorted(set(full["seeds"]) | set(full["sec7_seeds"]))
+    return [{**full, **{k: tuple(x for x in full[k] if x == s) for k in ("seeds", "sec7_seeds", "weak_seeds")}}
+            for s in units] if len(units) > 1 else []
+
+
+def work(cfg, scale, full, worker, threads):
+    """One of --workers processes: walk every unit's sections, running each run no process holds; a section stops
+    at the first result it reads that another worker is still making (Pending) and the worker moves on to the
+    next. Odd workers walk the sections backwards, so two workers start on different runs. Ends when a whole pass
+    met nothing pending."""
+    torch.set_num_threads(threads)
+    R = Runner(cfg, scale)
+    R.coop = True
+    scales, done = unit_scales(R, full) or [full], set()  # done: (unit, section) that met nothing pending
+    while True:
+        R.blocked, ran = False, R.ran
+        for u, S in enumerate(scales):
+            R.S = S
+            todo = [(name, fn) for name, fn in sections(R) if (u, name) not in done]
+            for name, fn in (todo[::-1] if worker % 2 else todo):
+                laters = R.laters
+                try:
+                    fn(R)
+                except Pending:
+                    R.blocked = True
+                    continue
+                if R.laters == laters:  # no run of it was left to another worker
+                    done.add((u, name))
+                else:
+                    R.blocked = True
+        if not R.blocked:
+            return
+        if R.ran == ran:  # everything left waits on another worker's run
+            time.sleep(2)
+
+
+def workers_for(cfg):
+    if cfg.workers:
+        return cfg.workers
+    return 2 if cfg.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
 def main(cfg):
@@ -1181,13 +1355,30 @@ def main(cfg):
     if cfg.units:
         full = R.S = {**full, **{k: tuple(x for x in full[k] if x in cfg.units)
                                  for k in ("seeds", "sec7_seeds", "weak_seeds")}}
-    units = sorted(set(full["seeds"]) | set(full["sec7_seeds"]))
-    if len(units) > 1:  # one unit at a time, each to the end: an interrupted run loses one unit's checkpoints at most
-        for s in units:
-            R.S = {**full, **{k: tuple(x for x in full[k] if x == s) for k in ("seeds", "sec7_seeds", "weak_seeds")}}
-            sections(R)
+    n_workers = 1 if cfg.units else workers_for(cfg)
+    if n_workers > 1:  # independent runs at once, each process with its share of the cores (see the docstring)
+        R.clear_stale_claims()
+        threads = max(1, torch.get_num_threads() // n_workers)
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=work, args=(cfg, scale, full, i, threads)) for i in range(n_workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [i for i, p in enumerate(procs) if p.exitcode != 0]
+        if bad:
+            print(f"report: worker(s) {bad} stopped with an error; running what is left in this process")
+        R.seconds = R._load("_seconds", {})
+    else:  # one unit at a time, each to the end: an interrupted run loses one unit's checkpoints at most
+        for S in unit_scales(R, full):
+            R.S = S
+            for _, fn in sections(R):
+                fn(R)
         R.S = full
-    results = sections(R)  # every run is stored by now: this pass reads the store and computes the statistics
+    # every run is stored by now (unless one failed): this pass reads the store and computes the statistics, and
+    # lists the commands in its own order (the same however the runs were made)
+    R.commands = {}
+    results = {name: fn(R) for name, fn in sections(R)}
     plots, note, stem = {}, "", "_units" if cfg.units else ""
     if cfg.units:
         note = (f"Only units (seeds) {', '.join(map(str, cfg.units))} of the {scale} run: a look at an unfinished "
