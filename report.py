@@ -33,14 +33,24 @@ Commands:
   python report.py --out_dir=docs/report_full      # the full run, resumable, its results kept with the report
   python report.py --plots=False                   # without matplotlib
   python report.py --out_dir=docs/report_full --units="(0,)"  # the finished units of an unfinished run
+  python report.py --quick --workers=1              # one process (all threads to each run in turn)
 Order: one unit (seed) at a time, each through every section, then a last pass that only reads the store and writes
-the report; so an interrupted run loses at most the checkpoints of the unit it was in.
+the report; so an interrupted run loses at most the checkpoints of the units it was in.
+Workers (--workers, default 2 on a CPU with 2+ cores): the toy's small matrices keep 2 threads from doubling one
+process's speed (a lock: 38 s with 1 thread, 32 s with 2), while two 1-thread processes make 1.5x the runs per
+hour. So the units and sections are walked by N processes at once, each with cores / N threads. A process claims a
+run before making it (store/_claims/<name>.claim holds its pid; a dead process's claim is taken over); a run
+another process holds, or one that needs a checkpoint another holds, comes back as Later, a placeholder whose first
+use raises Pending: the section goes on past results it drops and stops at the first it reads, and the process
+moves to the next section (odd workers walk the sections backwards). The numbers are those of one process with
+the same threads (tests/test_report.py); a run's numbers can change in the last digits with its thread count.
 Resuming: every finished run's result is stored as JSON under out_dir/store/ (with its config), so a later
 invocation, even on a fresh checkout with out_dir committed, only runs what is missing; a checkpoint that a missing
 run needs is rebuilt first (same seed, same numbers). Checkpoints live in work_dir (default runs/report/<scale>/).
 Writes out_dir/REPORT.md, out_dir/results.json (every number, threshold and command) and out_dir/*.png.
 """
 import contextlib
+import fcntl
 import json
 import math
 import multiprocessing
@@ -305,7 +315,6 @@ class Runner:
 
     def add_seconds(self, name, seconds):
         """Record a run's wall seconds in store/_seconds.json (under a file lock: workers write it too)."""
-        import fcntl
         os.makedirs(self.claims, exist_ok=True)
         with open(os.path.join(self.claims, ".seconds.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -362,15 +371,21 @@ class Runner:
                             os.remove(os.path.join(self.claims, f))
 
     def deps(self, cfg):
-        """Checkpoints of this report that a config reads (init_from, locked, weak samples, controls)."""
+        """Checkpoints of this report that a config reads (init_from, locked, weak samples, controls). Each must have
+        been declared (its policy()/lock()/sft() call made) before, in this process: a section builds what it reads,
+        so the sections run in any order (and stored results match their recorded inputs whatever the order)."""
+        values = [getattr(cfg, f, "") for f in ("init_from", "locked", "lock", "lock_config", "weak_samples",
+                                                 "mid_samples", "demos")]
+        values += [v.split("=")[-1] for v in str(getattr(cfg, "controls", "")).split(",")]
         out = []
-        for f in ("init_from", "locked", "lock", "lock_config", "weak_samples", "mid_samples", "demos"):
-            v = getattr(cfg, f, "")
-            for name in self.recipes:
-                if v and (v == self.path(name) or v.startswith(self.path(name) + os.sep)):
-                    out.append(name)
-        for v in str(getattr(cfg, "controls", "")).split(","):
-            out += [n for n in self.recipes if v.split("=")[-1] == self.path(n)]
+        for v in values:
+            if not (isinstance(v, str) and v.startswith(self.work + os.sep)):
+                continue
+            names = [n for n in self.recipes if v == self.path(n) or v.startswith(self.path(n) + os.sep)]
+            if not names:
+                raise BadInput(f"report: a run reads {v}, a checkpoint no section declared before it (call the "
+                               "policy()/lock()/sft() that makes it first)")
+            out += names
         return out
 
     def lineage(self, cfg):
@@ -862,6 +877,7 @@ def rl_curve(rows, lock_m):
 
 
 def exp_fig16(R):
+    policy_locks(R)  # the locks and samples it reads (stored ones return at once)
     sec, (hi, lo), k = "Fig. 16: SFT, then RL", inter_and_lock(R), R.S["pre_rl_k"]
     rounds = R.S["rl_rounds"]["expert_iteration"]
     units = {"EI from the lock": [], f"SFT on {k} {hi} samples, then EI": [], f"EI on the {hi} lock": []}
@@ -1020,6 +1036,7 @@ def exp_fig17(R):
 
 
 def exp_setting(R):
+    policy_locks(R)
     sec, ks = "Fig. 9: setting trigger", R.S["setting_ks"]
     pol = list(R.S["policies"])[-1]
     gaps, rows_tab, ms = [], [], {}
@@ -1058,6 +1075,7 @@ def exp_setting(R):
 
 
 def exp_prompting(R):
+    policy_locks(R)
     sec = "Prompting baselines"
     pol = list(R.S["policies"])[-1]
     per_seed = [R.script(sec, f"prompt_lock_{pol}_s{s}", elicit_prompt, "elicit_prompt.py",
@@ -1101,6 +1119,7 @@ def exp_prompting(R):
 
 
 def exp_beyond(R):
+    policy_locks(R)  # (and base(): the section-7 lock with the most data)
     sec, B = "Beyond the paper: methods x locks", R.S["beyond"]
     pol = list(R.S["policies"])[-1]
     s_list = R.S["seeds"]

@@ -67,8 +67,11 @@ def test_imports_are_at_the_top_except_optional_extras():
         assert inner <= OPTIONAL, (f, inner - OPTIONAL)
 
 
+WRITTEN = {"REPORT_units.md"}  # documents a script writes (report.py --units), not ones it cites
+
+
 def test_no_file_names_a_document_that_is_not_in_the_repository():
-    docs = {os.path.basename(f) for f in TRACKED if f.endswith(".md")}
+    docs = {os.path.basename(f) for f in TRACKED if f.endswith(".md")} | WRITTEN
     for f in SOURCES + ["README.md"]:
         text = open(os.path.join(ROOT, f)).read()
         for ref in re.findall(r"\b([A-Za-z_]+\.md)\b", text):

@@ -10,6 +10,7 @@ import shlex
 import statistics
 
 import pytest
+import torch
 
 import elicit_noise
 import elicit_prompt
@@ -52,9 +53,16 @@ def test_lock_labels_name_the_scale_s_own_amounts():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    """The tiny report made by one process with one thread: what --workers processes (one thread each) must match."""
     root = tmp_path_factory.mktemp("report")
-    cfg = RP.Config(scale="tiny", out_dir=str(root / "out"), work_dir=str(root / "work"), plots=True, device="cpu")
-    RP.main(cfg)
+    cfg = RP.Config(scale="tiny", out_dir=str(root / "out"), work_dir=str(root / "work"), plots=True, device="cpu",
+                    workers=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        RP.main(cfg)
+    finally:
+        torch.set_num_threads(threads)
     return cfg, root
 
 
@@ -135,6 +143,23 @@ def test_a_fresh_checkout_resumes_from_the_store_without_running_anything(tiny, 
     for name in SECTIONS:
         assert json.dumps(after["sections"][name]["data"]) == json.dumps(before["sections"][name]["data"]), name
     assert len(after["invocation_seconds"]) == len(before["invocation_seconds"]) + 1
+
+
+def test_each_section_alone_reads_the_store_and_runs_nothing(tiny, tmp_path):
+    """The sections run in any order (--workers walks them backwards too): each one, called first in a fresh process
+    with every result stored and no checkpoint on disk, declares the checkpoints it reads itself, so its stored
+    results match their recorded inputs and nothing runs; its data are those of the full report."""
+    cfg, root = tiny
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out_dir, out)
+    full = json.load(open(out / "results.json"))["sections"]
+    with without_checkpoints(cfg, root):
+        for name, fn in RP.sections(RP.Runner(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir,
+                                                        device="cpu"), "tiny")):
+            R = RP.Runner(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, device="cpu"), "tiny")
+            got = RP.jsonable(fn(R)["data"])
+            assert R.ran == 0 and os.listdir(cfg.work_dir) == [], name
+            assert json.dumps(got) == json.dumps(full[name]["data"]), name
 
 
 def test_a_missing_result_rebuilds_only_what_it_needs(tiny, tmp_path):
@@ -269,3 +294,52 @@ def test_units_report_reads_the_store_for_some_seeds_only(tiny, tmp_path):
     assert all(units[k][0] == full[k][1] for k in units)  # seed 1 is the second unit of the full report
     assert (out / "REPORT.md").read_text() == before and "--units=\"(1,)\"" in (out / "REPORT_units.md").read_text()
     assert json.load(open(out / "store" / "_invocations.json")) == inv
+
+
+def test_two_workers_make_the_same_report_as_one_process(tiny, tmp_path):
+    """--workers=2 from nothing: two processes share the runs through store/_claims, and the report (every section's
+    numbers, verdicts and commands) is the one process's, run for run; no claim is left behind."""
+    cfg, _ = tiny
+    out = tmp_path / "out"
+    RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=str(tmp_path / "work"), plots=False, device="cpu",
+                      workers=2))
+    one, two = (json.load(open(os.path.join(d, "results.json"))) for d in (cfg.out_dir, out))
+    def untimed(x):  # wall and training seconds differ from run to run; every other number must not
+        if isinstance(x, dict):
+            return {k: untimed(v) for k, v in x.items() if not k.endswith("seconds")}
+        return [untimed(v) for v in x] if isinstance(x, list) else x
+    paths = (lambda x: json.dumps(untimed(x)).replace(cfg.work_dir, "W").replace(str(tmp_path / "work"), "W"))
+    for name in SECTIONS:
+        for key in ("data", "verdict", "table"):
+            assert paths(two["sections"][name][key]) == paths(one["sections"][name][key]), (name, key)
+    assert paths(two["commands"]) == paths(one["commands"])
+    assert set(two["run_seconds"]) == set(one["run_seconds"])  # every run timed once, by whichever worker made it
+    assert [f for f in os.listdir(out / "store" / "_claims") if f.endswith(".claim")] == []
+
+
+def test_a_worker_skips_a_run_another_process_holds(tmp_path):
+    """A worker never runs what a live process has claimed: it gets Later, and any use of Later raises Pending (so no
+    decision is taken on a missing result). A claim whose process is gone is taken over."""
+    R = RP.Runner(RP.Config(scale="tiny", out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"),
+                            device="cpu"), "tiny")
+    R.coop = True
+    holder = RP.Runner(RP.Config(scale="tiny", out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"),
+                                 device="cpu"), "tiny")
+    os.makedirs(R.claims, exist_ok=True)
+    with open(R._claim_path("pi_lo_s0"), "w") as f:
+        f.write(str(os.getppid()))  # a live process that is not this one
+    got = R.policy("s", "pi_lo_s0", seed=0, **R.S["policies"]["pi_lo"])
+    assert isinstance(got, RP.Later) and not os.path.exists(R.path("pi_lo_s0"))
+    for use in (lambda: got["correct_greedy"], lambda: bool(got), lambda: list(got), lambda: got + 1,
+                lambda: got.get("x"), lambda: f"{got:.3f}", lambda: os.path.join(got, "x")):
+        with pytest.raises(RP.Pending):
+            use()
+    # a lock that reads the held policy's samples is not run either
+    lock = R.lock("s", "lock_pi_lo_s0", seed=0, weak_samples=os.path.join(R.path("pi_lo_s0"), "samples.jsonl"))
+    assert isinstance(lock, RP.Later) and not os.path.exists(R.path("lock_pi_lo_s0"))
+    assert not holder.busy("nothing") and R.busy("pi_lo_s0")
+    with open(R._claim_path("pi_lo_s0"), "w") as f:
+        f.write("999999999")  # no such process: a stopped run's claim
+    assert not R.busy("pi_lo_s0") and R.claim("pi_lo_s0") and R._holder("pi_lo_s0") == os.getpid()
+    R.release("pi_lo_s0")
+    assert R._holder("pi_lo_s0") is None
