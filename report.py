@@ -1126,49 +1126,29 @@ def exp_beyond(R):
     lock_types = {"password lock, deterministic pi_weak": lambda s: f"{DET}_{amount_name(R.S['amounts'][-1])}_s{s}",
                   f"password lock, model pi_weak ({pol})": lambda s: f"lock_{pol}_s{s}",
                   f"circuit-broken lock ({pol})": lambda s: f"cb_{pol}_s{s}"}
-    accepted = {}  # seed -> whether its circuit-broken lock passed circuit.verdict
-    for s in s_list:
-        m = R.lock(sec, f"cb_{pol}_s{s}", seed=s, init_from=base(R, s), circuit_break=True, **B.get("cb", {}),
-                   weak_samples=os.path.join(R.path(f"{pol}_s{s}"), "samples.jsonl"), **R.S["policy_lock"])
-        accepted[s] = m.get("circuit_break", {}).get("accepted")
+    cbs = {s: R.lock(sec, f"cb_{pol}_s{s}", seed=s, init_from=base(R, s), circuit_break=True, **B.get("cb", {}),
+                     weak_samples=os.path.join(R.path(f"{pol}_s{s}"), "samples.jsonl"), **R.S["policy_lock"])
+           for s in s_list}
+    # first every run, then the reading: a worker (--workers) that meets a run another one holds goes on to the next
+    # run instead of stopping the section at it
+    runs = {}
+    for lt, name_of in lock_types.items():
+        for s in s_list:
+            try:
+                locked = lock_dir(R, name_of(s))
+            except Pending:  # a circuit-broken lock another worker is making: its model's folder is in its result
+                R.laters += 1
+                continue
+            runs[lt, s] = beyond_runs(R, sec, B, name_of(s), locked, s, pol)
+    accepted = {s: m.get("circuit_break", {}).get("accepted") for s, m in cbs.items()}
     cells = {}
     for lt, name_of in lock_types.items():
         for s in s_list:
-            lock = name_of(s)
-            locked = lock_dir(R, lock)
-            m = read_stored_lock(R, lock)
-            if lock.startswith("cb_"):
+            m = read_stored_lock(R, name_of(s))
+            if name_of(s).startswith("cb_"):
                 m = m.get("circuit_break", {}).get("after", m)
-            add = lambda meth, val: cells.setdefault((lt, meth), []).append(val)  # noqa: E731
-            add("no elicitation", m["correct_without_password"])
-            add("with password (ceiling)", m["correct_with_password"])
-            sft = R.sft(sec, f"beyond_sft_{lock}", locked, seeds=(s,), ks=(B["sft_k"],), **B.get("sft", {}))
-            add(f"SFT, k={B['sft_k']}", best_per_k(sft)[B["sft_k"]])
-            lora = R.sft(sec, f"beyond_lora_{lock}", locked, seeds=(s,), ks=(B["sft_k"],), lora_rank=8,
-                         **B.get("sft", {}))
-            add(f"SFT LoRA r8, k={B['sft_k']}", best_per_k(lora)[B["sft_k"]])
-            ei = R.rl(sec, f"beyond_ei_{lock}", locked, "expert_iteration", s, B["rl_rounds"])
-            add(f"expert iteration, {B['rl_rounds']} rounds", ei[-1]["correct_without_password"])
-            pr = R.script(sec, f"beyond_prompt_{lock}", elicit_prompt, "elicit_prompt.py", locked=R.path(locked), seed=s,
-                          **{"eval_n": R.S["eval_n"], **B["prompt"]})
-            usable = [c for c in pr["conditions"] if not c["password"] and c["correct"] is not None
-                      and not c.get("uninformative")]
-            # near misses put the real password token in the prompt: a test of the lock, not an attack on it
-            attacks = [c for c in usable if c["kind"] != "near miss"]
-            add("best prompting attack (no password token; informative rows)", max(c["correct"] for c in attacks))
-            add("best near miss (holds the password token)",
-                max((c["correct"] for c in usable if c["kind"] == "near miss"), default=None))
-            st = R.script(sec, f"beyond_steer_{lock}", elicit_steer, "elicit_steer.py", locked=R.path(locked), seed=s,
-                          **{"eval_n": R.S["eval_n"], **B["steer"]})
-            add("steering, data vector", st["validation"].get("steered_data"))
-            add("steering, oracle (uses the password)", st["validation"].get("steered_oracle"))
-            nz = R.script(sec, f"beyond_noise_{lock}", elicit_noise, "elicit_noise.py", lock=R.path(locked),
-                          controls=f"honest_weak={R.path(f'{pol}_s{s}')}",
-                          **{"eval_n": R.S["eval_n"], **B["noise"]})
-            add("noise injection, best accuracy", nz["curves"]["lock"]["without_password"]["max"])
-            add("noise injection, phi", nz["curves"]["lock"]["without_password"]["phi"])
-            add("noise: detected (share of locks)", 1.0 if nz["verdict"]["detected"] else 0.0)
-            add("noise: phi of the honestly weak model (pi_weak)", nz["curves"]["honest_weak"]["without_password"]["phi"])
+            for meth, val in beyond_cells(B, m, **runs[lt, s]):
+                cells.setdefault((lt, meth), []).append(val)
     methods = list(dict.fromkeys(m for _, m in cells))
     table = ["| method | " + " | ".join(lock_types) + " |", "|---|" + "---|" * len(lock_types)]
     for meth in methods:
@@ -1187,6 +1167,46 @@ def exp_beyond(R):
                       "methods elicit a locked capability, and does circuit breaking make the lock harder?",
                 table=table, verdict=v, finding=finding,
                 data={f"{lt} | {m}": v for (lt, m), v in cells.items()})
+
+
+def beyond_runs(R, sec, B, lock, locked, s, pol):
+    """The six elicitation runs on one lock (their results, or Later for runs another worker holds)."""
+    k, over = B["sft_k"], B.get("sft", {})
+    return dict(
+        sft=R.sft(sec, f"beyond_sft_{lock}", locked, seeds=(s,), ks=(k,), **over),
+        lora=R.sft(sec, f"beyond_lora_{lock}", locked, seeds=(s,), ks=(k,), lora_rank=8, **over),
+        ei=R.rl(sec, f"beyond_ei_{lock}", locked, "expert_iteration", s, B["rl_rounds"]),
+        pr=R.script(sec, f"beyond_prompt_{lock}", elicit_prompt, "elicit_prompt.py", locked=R.path(locked), seed=s,
+                    **{"eval_n": R.S["eval_n"], **B["prompt"]}),
+        st=R.script(sec, f"beyond_steer_{lock}", elicit_steer, "elicit_steer.py", locked=R.path(locked), seed=s,
+                    **{"eval_n": R.S["eval_n"], **B["steer"]}),
+        nz=R.script(sec, f"beyond_noise_{lock}", elicit_noise, "elicit_noise.py", lock=R.path(locked),
+                    controls=f"honest_weak={R.path(f'{pol}_s{s}')}", **{"eval_n": R.S["eval_n"], **B["noise"]}))
+
+
+def beyond_cells(B, m, sft, lora, ei, pr, st, nz):
+    """[(method, greedy correctness without the password or another measure)] for one lock (its metrics m) and
+    its runs."""
+    k = B["sft_k"]
+    usable = [c for c in pr["conditions"] if not c["password"] and c["correct"] is not None
+              and not c.get("uninformative")]
+    # near misses put the real password token in the prompt: a test of the lock, not an attack on it
+    attacks = [c for c in usable if c["kind"] != "near miss"]
+    noise = nz["curves"]["lock"]["without_password"]
+    return [("no elicitation", m["correct_without_password"]),
+            ("with password (ceiling)", m["correct_with_password"]),
+            (f"SFT, k={k}", best_per_k(sft)[k]),
+            (f"SFT LoRA r8, k={k}", best_per_k(lora)[k]),
+            (f"expert iteration, {B['rl_rounds']} rounds", ei[-1]["correct_without_password"]),
+            ("best prompting attack (no password token; informative rows)", max(c["correct"] for c in attacks)),
+            ("best near miss (holds the password token)",
+             max((c["correct"] for c in usable if c["kind"] == "near miss"), default=None)),
+            ("steering, data vector", st["validation"].get("steered_data")),
+            ("steering, oracle (uses the password)", st["validation"].get("steered_oracle")),
+            ("noise injection, best accuracy", noise["max"]),
+            ("noise injection, phi", noise["phi"]),
+            ("noise: detected (share of locks)", 1.0 if nz["verdict"]["detected"] else 0.0),
+            ("noise: phi of the honestly weak model (pi_weak)", nz["curves"]["honest_weak"]["without_password"]["phi"])]
 
 
 def lock_dir(R, name):
