@@ -107,7 +107,7 @@ SCALES = {
         rl=dict(eval_n=500), rl_rounds=dict(expert_iteration=50, filtering=5, iterated_dpo=12, dpo=4),
         rl_over=dict(iterated_dpo=dict(dpo_problems=1100), dpo=dict(dpo_problems=1100)), continuous=("pi_lo",),
         cross_ks=(4, 16, 64, 512), cross_domains=("A",), shared=dict(toy_problems=20_000, pretrain_steps=2000),
-        setting_ks=(4, 16, 64), inter_ks=(4, 16, 64), inter_epochs=(0, 2), pre_rl_k=16,
+        setting_ks=(4, 16, 64), inter_ks=(4, 16, 64), inter_epochs=(0, 2), pre_rl_k=16, pre_rl_epochs=(8, 64),
         beyond=dict(sft_k=16, rl_rounds=10, noise=dict(seeds=5, n_grid=10, eval_n=500), steer=dict(eval_n=500),
                     prompt=dict(shots=(1, 2), eval_n=500))),
     "quick": dict(
@@ -119,7 +119,7 @@ SCALES = {
         rl=dict(eval_n=200, samples_per_round=320, n_keep=32, dpo_problems=300),
         rl_rounds=dict(expert_iteration=3, filtering=1, iterated_dpo=2, dpo=2), rl_over={}, continuous=(),
         cross_ks=(64,), cross_domains=("A",), shared=dict(toy_problems=12_000, epochs=1), setting_ks=(16,),
-        inter_ks=(16,), inter_epochs=(0,), pre_rl_k=16,
+        inter_ks=(16,), inter_epochs=(0,), pre_rl_k=16, pre_rl_epochs=(),
         beyond=dict(sft_k=16, rl_rounds=2, sft=dict(epoch_choice=(0,)), noise=dict(seeds=2, n_grid=4, eval_n=200),
                     steer=dict(coefs=(-1.0, 1.0), tune_n=100, eval_n=200), prompt=dict(shots=(1,), eval_n=200))),
     "tiny": dict(
@@ -135,7 +135,7 @@ SCALES = {
         rl=dict(samples_per_round=32, n_keep=8, sft_steps=2, dpo_problems=32, eval_batch_size=64),
         rl_rounds=dict(expert_iteration=1, filtering=1, iterated_dpo=1, dpo=1), rl_over={}, continuous=("pi_lo",),
         cross_ks=(8,), cross_domains=("A",), shared=dict(toy_problems=1000), setting_ks=(4,),
-        inter_ks=(2, 4), inter_epochs=(0, 2), pre_rl_k=4,
+        inter_ks=(2, 4), inter_epochs=(0, 2), pre_rl_k=4, pre_rl_epochs=(8, 64),
         beyond=dict(sft_k=4, rl_rounds=1, noise=dict(seeds=2, n_grid=2, eval_n=20), cb=dict(cb_layers=(0,)),
                     steer=dict(coefs=(1.0,), n_pairs=4, tune_n=20, eval_n=20, layers=(0,)),
                     prompt=dict(shots=(1,), eval_n=20))),
@@ -175,6 +175,9 @@ CLAIMS = {
                                      "training length) minus the regular lock's", -math.inf, 0, include_high=False),
     "fig16": stats.Claim("samples generated to recover half the gap: SFT-then-EI / EI from the lock < 1", 0, 1,
                          include_high=False),
+    "fig16_earlier": stats.Claim("stop fine-tuning earlier: EI's final correctness without the password from the "
+                                 "8-epoch SFT start minus from the 64-epoch start (same lock, same samples) > 0", 0,
+                                 include_low=False),
     "fig17": "the never-locked domain stays locked (its no-password correctness recovers < 50% of the regular lock's "
              "gap on that domain, mean over units) and SFT on it is not more sample-efficient (at every k, never-"
              "locked minus regular <= 0.05)",
@@ -882,6 +885,7 @@ def exp_fig16(R):
     rounds = R.S["rl_rounds"]["expert_iteration"]
     units = {"EI from the lock": [], f"SFT on {k} {hi} samples, then EI": [], f"EI on the {hi} lock": []}
     sft_only = []
+    lengths = {}  # paper epochs -> [(SFT rows, RL rows, lock metrics)] per unit
     for s in R.S["seeds"]:
         lock, m = f"lock_{lo}_s{s}", read_stored_lock(R, f"lock_{lo}_s{s}")
         demos = os.path.join(R.path(f"{hi}_s{s}"), "samples.jsonl")
@@ -893,6 +897,14 @@ def exp_fig16(R):
         after = R.rl(sec, f"rl_after_sft_{lock}", model, "expert_iteration", s, rounds, lock_config=R.path(lock))
         plain = R.rl(sec, f"rl_{lo}_s{s}/expert_iteration", lock, "expert_iteration", s, rounds)
         better = R.rl(sec, f"rl_{hi}_s{s}/expert_iteration", f"lock_{hi}_s{s}", "expert_iteration", s, rounds)
+        for e in R.S["pre_rl_epochs"]:  # the paper's SFT lengths before RL (64 or 8 epochs), times the toy's mult
+            toy_e = e * R.S["sft"].get("epoch_mult", elicit_sft.Config.epoch_mult)
+            pre = f"pre_rl_sft_e{e}_{lock}"
+            short = R.sft(sec, pre, lock, seeds=(s,), ks=(k,), demo_source="file", demos=demos, epochs=(toy_e,),
+                          save=True)
+            rl = R.rl(sec, f"rl_after_sft_e{e}_{lock}", os.path.join(pre, "models", f"k{k}_s{s}_e{toy_e:g}"),
+                      "expert_iteration", s, rounds, lock_config=R.path(lock))
+            lengths.setdefault(e, []).append((short, rl, m))
         units["EI from the lock"].append(rl_curve(plain, m))
         units[f"SFT on {k} {hi} samples, then EI"].append(rl_curve(after, m))  # the same lock's gap
         units[f"EI on the {hi} lock"].append(rl_curve(better, read_stored_lock(R, f"lock_{hi}_s{s}")))
@@ -915,13 +927,39 @@ def exp_fig16(R):
               "| ratio of samples to recover the gap | point (interval) | claim | verdict |", "|---|---|---|---|",
               f"| SFT then EI / EI | {fmt_ratio(ratio)} | < 1 | {d['verdict']} |"]
     v = verdict(d["verdict"], d["rule"], ratio=d)
-    finding = (f"SFT on {k} samples of {hi} before expert iteration: samples to recover {RL_FRAC:.0%} of the "
-               f"gap {fmt_ratio(ratio)} times those of EI from the lock ({d['verdict']}). One SFT length (the "
-               "shortest of the rule); the paper's \"stop fine-tuning earlier\" point (64 vs 8 epochs) is not tested.")
+    finding = (f"SFT on {k} samples of {hi} before expert iteration (the rule's shortest SFT length): samples to "
+               f"recover {RL_FRAC:.0%} of the gap {fmt_ratio(ratio)} times those of EI from the lock "
+               f"({d['verdict']}).")
+    earlier = None
+    if lengths:  # Fig. 16's two SFT lengths: the paper's "stop fine-tuning earlier than validation would suggest"
+        few, many = min(lengths), max(lengths)
+        per = {e: dict(sft=[r[0][0]["correct_without_password"] for r in rs],
+                       rl=[r[1][-1]["correct_without_password"] for r in rs],
+                       k_half=stats.bootstrap_k([rl_curve(r[1], r[2]) for r in rs], RL_FRAC, level=LEVEL))
+               for e, rs in sorted(lengths.items())}
+        diff = stats.bootstrap_mean([a - b for a, b in zip(per[few]["rl"], per[many]["rl"])], level=LEVEL)
+        earlier = dict(per_length=per, diff=diff, decision=stats.decide(CLAIMS["fig16_earlier"], diff["point"],
+                                                                        diff["interval"], LEVEL))
+        table += ["", f"| SFT length before EI (paper epochs x {R.S['sft'].get('epoch_mult', elicit_sft.Config.epoch_mult):g}) "
+                  "| units | after SFT alone | after EI | samples to recover half the gap |", "|---|---|---|---|---|"]
+        for e, p in per.items():
+            table.append(f"| {e} epochs | {len(p['rl'])} | {fmt(*mean_se(p['sft']))} | {fmt(*mean_se(p['rl']))} | "
+                         f"{fmt_k(p['k_half']['point'])} {fmt_interval(p['k_half']['interval'])} |")
+        table += ["", "| statistic (over units) | point (interval) | claim | verdict |", "|---|---|---|---|",
+                  f"| after EI: {few} epochs - {many} epochs | {diff['point']:+.3f} ({diff['interval'][0]:+.3f}, "
+                  f"{diff['interval'][1]:+.3f}) | > 0 | {earlier['decision']['verdict']} |"]
+        v = verdict(d["verdict"] if d["verdict"] == earlier["decision"]["verdict"] else "partly",
+                    d["rule"] + "; " + earlier["decision"]["rule"], ratio=d, earlier=earlier["decision"])
+        finding += (f" After {few} and {many} epochs of SFT: {fmt(*mean_se(per[few]['sft']))} and "
+                    f"{fmt(*mean_se(per[many]['sft']))} alone, {fmt(*mean_se(per[few]['rl']))} and "
+                    f"{fmt(*mean_se(per[many]['rl']))} after EI: the shorter start ends {diff['point']:+.3f} higher "
+                    f"({earlier['decision']['verdict']}).")
+    else:
+        finding += " The paper's two SFT lengths before RL (64 and 8 epochs) are not in this scale's run."
     return dict(claim="SFT on intermediate-quality samples before RL (16 Pythia-7B samples) \"reaches high "
                       "correctness in far fewer samples\" (B.3.3, Fig. 16).",
                 table=table, verdict=v, finding=finding,
-                data=dict(units=units, samples_to_reach=n, ratio=ratio, sft_only=sft_only))
+                data=dict(units=units, samples_to_reach=n, ratio=ratio, sft_only=sft_only, earlier=earlier))
 
 
 # -----------------------------------------------------------------------------

@@ -343,3 +343,21 @@ def test_a_worker_skips_a_run_another_process_holds(tmp_path):
     assert not R.busy("pi_lo_s0") and R.claim("pi_lo_s0") and R._holder("pi_lo_s0") == os.getpid()
     R.release("pi_lo_s0")
     assert R._holder("pi_lo_s0") is None
+
+
+def test_fig16_compares_the_two_sft_lengths_unit_by_unit(tiny):
+    """Fig. 16's "stop fine-tuning earlier": per unit, EI's last correctness after each SFT length is the stored RL
+    run's, and the statistic is the mean of the per-unit differences (shorter minus longer)."""
+    cfg, _ = tiny
+    data = json.load(open(os.path.join(cfg.out_dir, "results.json")))["sections"]["Fig. 16: SFT, then RL"]["data"]
+    per = data["earlier"]["per_length"]
+    assert sorted(map(int, per)) == list(RP.SCALES["tiny"]["pre_rl_epochs"])
+    for e, p in per.items():
+        for i, s in enumerate(RP.SCALES["tiny"]["seeds"]):
+            stored = json.load(open(os.path.join(cfg.out_dir, "store", f"rl_after_sft_e{e}_lock_pi_lo_s{s}.json")))
+            assert p["rl"][i] == stored["result"][-1]["correct_without_password"]
+            assert stored["config"]["locked"].endswith(f"pre_rl_sft_e{e}_lock_pi_lo_s{s}/models/k4_s{s}_e"
+                                                       f"{int(e) * RP.SCALES['tiny']['sft']['epoch_mult']:g}")
+    few, many = per[str(min(map(int, per)))], per[str(max(map(int, per)))]
+    want = statistics.mean(a - b for a, b in zip(few["rl"], many["rl"]))
+    assert data["earlier"]["diff"]["point"] == pytest.approx(want)
