@@ -37,14 +37,15 @@ Commands:
 Order: one unit (seed) at a time, each through every section, then a last pass that only reads the store and writes
 the report; so an interrupted run loses at most the checkpoints of the units it was in.
 Workers (--workers, default 2 on a CPU with 2+ cores): the toy's small matrices keep 2 threads from doubling one
-process's speed (a lock: 38 s with 1 thread, 32 s with 2), while two 1-thread processes make 1.5x the runs per
-hour (the quick run: 14.0 min in one process, 10.1-10.8 min with two workers). So the units and sections are walked by N processes at once, each with cores / N threads. A process claims a
-run before making it (store/_claims/<name>.claim holds its pid; a dead process's claim is taken over); a run
-another process holds, or one that needs a checkpoint another holds, comes back as Later, a placeholder whose first
-use raises Pending: the section goes on past results it drops and stops at the first it reads, and the process
-moves to the next section (odd workers walk the sections backwards). A section declares every checkpoint it
-reads (Runner.deps refuses one it did not), so it gives the same results whichever section ran first. The numbers are those of one process with
-the same threads (tests/test_report.py); a run's numbers can change in the last digits with its thread count.
+process's speed (a lock: 38 s with 1 thread, 32 s with 2), while two 1-thread processes make 1.5x the runs per hour
+(the quick run: 14.0 min in one process, 10.1-10.8 min with two workers). So the units and sections are walked by N
+processes at once, each with cores / N threads. A process claims a run before making it (store/_claims/<name>.claim
+holds its pid; a dead process's claim is taken over); a run another process holds, or one that needs a checkpoint
+another holds, comes back as Later, a placeholder whose first use raises Pending: the section goes on past results
+it drops and stops at the first it reads, and the process moves to the next section (odd workers walk the sections
+backwards). A section declares every checkpoint it reads (Runner.deps refuses one it did not), so it gives the same
+results whichever section ran first. The numbers are those of one process with the same threads
+(tests/test_report.py); a run's numbers can change in the last digits with its thread count.
 Resuming: every finished run's result is stored as JSON under out_dir/store/ (with its config), so a later
 invocation, even on a fresh checkout with out_dir committed, only runs what is missing; a checkpoint that a missing
 run needs is rebuilt first (same seed, same numbers). Checkpoints live in work_dir (default runs/report/<scale>/).
@@ -941,8 +942,9 @@ def exp_fig16(R):
         diff = stats.bootstrap_mean([a - b for a, b in zip(per[few]["rl"], per[many]["rl"])], level=LEVEL)
         earlier = dict(per_length=per, diff=diff, decision=stats.decide(CLAIMS["fig16_earlier"], diff["point"],
                                                                         diff["interval"], LEVEL))
-        table += ["", f"| SFT length before EI (paper epochs x {R.S['sft'].get('epoch_mult', elicit_sft.Config.epoch_mult):g}) "
-                  "| units | after SFT alone | after EI | samples to recover half the gap |", "|---|---|---|---|---|"]
+        mult = R.S["sft"].get("epoch_mult", elicit_sft.Config.epoch_mult)
+        table += ["", f"| SFT length before EI (paper epochs x {mult:g}) | units | after SFT alone | after EI | "
+                  "samples to recover half the gap |", "|---|---|---|---|---|"]
         for e, p in per.items():
             table.append(f"| {e} epochs | {len(p['rl'])} | {fmt(*mean_se(p['sft']))} | {fmt(*mean_se(p['rl']))} | "
                          f"{fmt_k(p['k_half']['point'])} {fmt_interval(p['k_half']['interval'])} |")
