@@ -885,6 +885,7 @@ def exp_fig16(R):
     policy_locks(R)  # the locks and samples it reads (stored ones return at once)
     sec, (hi, lo), k = "Fig. 16: SFT, then RL", inter_and_lock(R), R.S["pre_rl_k"]
     rounds = R.S["rl_rounds"]["expert_iteration"]
+    mult = R.S["sft"].get("epoch_mult", elicit_sft.Config.epoch_mult)  # toy epochs per paper epoch
     units = {"EI from the lock": [], f"SFT on {k} {hi} samples, then EI": [], f"EI on the {hi} lock": []}
     sft_only = []
     lengths = {}  # paper epochs -> [(SFT rows, RL rows, lock metrics)] per unit
@@ -900,7 +901,7 @@ def exp_fig16(R):
         plain = R.rl(sec, f"rl_{lo}_s{s}/expert_iteration", lock, "expert_iteration", s, rounds)
         better = R.rl(sec, f"rl_{hi}_s{s}/expert_iteration", f"lock_{hi}_s{s}", "expert_iteration", s, rounds)
         for e in R.S["pre_rl_epochs"]:  # the paper's SFT lengths before RL (64 or 8 epochs), times the toy's mult
-            toy_e = e * R.S["sft"].get("epoch_mult", elicit_sft.Config.epoch_mult)
+            toy_e = e * mult
             pre = f"pre_rl_sft_e{e}_{lock}"
             short = R.sft(sec, pre, lock, seeds=(s,), ks=(k,), demo_source="file", demos=demos, epochs=(toy_e,),
                           save=True)
@@ -942,7 +943,6 @@ def exp_fig16(R):
         diff = stats.bootstrap_mean([a - b for a, b in zip(per[few]["rl"], per[many]["rl"])], level=LEVEL)
         earlier = dict(per_length=per, diff=diff, decision=stats.decide(CLAIMS["fig16_earlier"], diff["point"],
                                                                         diff["interval"], LEVEL))
-        mult = R.S["sft"].get("epoch_mult", elicit_sft.Config.epoch_mult)
         table += ["", f"| SFT length before EI (paper epochs x {mult:g}) | units | after SFT alone | after EI | "
                   "samples to recover half the gap |", "|---|---|---|---|---|"]
         for e, p in per.items():
