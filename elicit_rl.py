@@ -339,36 +339,49 @@ def print_summary(cfg, rows, n_val, out_dir):
                (extra if r["round"] else ""))
 
 
-def main(cfg):
-    t0 = time.time()
+def setup(cfg):
+    """The lock, the config as given, and the config with the optimizer, lrs and device resolved (the rows record the
+    config as given; summary.json has the resolved one)."""
     check_config(cfg)
     check_options(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.parallel)
-    out_dir = cfg.out_dir or os.path.join("runs", "rl", cfg.method)
-    lock = load_lock(cfg)
-    given = asdict(cfg)  # rows record the config as given; the optimizer and lrs it resolved to are in summary.json
+    lock, given = load_lock(cfg), asdict(cfg)
     optimizer, sft_lr = lock.elicit_optimizer(cfg.optimizer, cfg.sft_lr)
-    cfg = replace(cfg, optimizer=optimizer, sft_lr=sft_lr, dpo_lr=cfg.dpo_lr or lock.elicit_optimizer()[1])
-    tok = Tokenizer(cfg.locked)
-    pool = lock.splits["elicit"]
-    val = lock.splits["val"][:cfg.eval_n] if cfg.eval_n else lock.splits["val"]
-    rank, world, device = setup_dist(cfg.device)  # under torchrun: this process's rank and device
-    cfg = replace(cfg, device=device)
-    results_path, model_dir = os.path.join(out_dir, "results.jsonl"), os.path.join(out_dir, "model")
-    rows = read_jsonl(results_path) if os.path.isfile(results_path) else []  # rounds done (resume)
-    start = len(rows)
-    lora = {k: getattr(cfg, k) if cfg.lora_rank else None for k in ("lora_alpha", "lora_dropout")}
-    lora.update(lora_rank=cfg.lora_rank, lora_targets=list(cfg.lora_targets) if cfg.lora_rank else None)
-    adapters_path = os.path.join(out_dir, "lora_adapters.safetensors")
-    if start and {k: rows[0].get(k, 0 if k == "lora_rank" else None) for k in lora} != lora:
-        raise BadInput(f"{results_path}: its rounds were run with other LoRA options (lora_rank="
+    device = setup_dist(cfg.device)[2]  # under torchrun: this process's device
+    cfg = replace(cfg, optimizer=optimizer, sft_lr=sft_lr, dpo_lr=cfg.dpo_lr or lock.elicit_optimizer()[1],
+                  out_dir=cfg.out_dir or os.path.join("runs", "rl", cfg.method), device=device)
+    return lock, given, cfg
+
+
+def lora_fields(cfg):
+    """The LoRA options every row records (None when off), so that a resumed run can check them."""
+    on = bool(cfg.lora_rank)
+    return dict(lora_alpha=cfg.lora_alpha if on else None, lora_dropout=cfg.lora_dropout if on else None,
+                lora_rank=cfg.lora_rank, lora_targets=list(cfg.lora_targets) if on else None)
+
+
+def rounds_done(cfg, lora):
+    """The rows of the rounds already in out_dir/results.jsonl (resume), after checking they were run with the same
+    LoRA options and that a LoRA run's adapters are there to resume from."""
+    path, adapters = os.path.join(cfg.out_dir, "results.jsonl"), os.path.join(cfg.out_dir, "lora_adapters.safetensors")
+    rows = read_jsonl(path) if os.path.isfile(path) else []
+    if rows and {k: rows[0].get(k, 0 if k == "lora_rank" else None) for k in lora} != lora:
+        raise BadInput(f"{path}: its rounds were run with other LoRA options (lora_rank="
                        f"{rows[0].get('lora_rank', 0)}); this run has --lora_rank={cfg.lora_rank}: "
                        "use another --out_dir")
-    if start > 1 and cfg.lora_rank and not os.path.isfile(adapters_path):
-        raise MissingFile(f"{adapters_path}: not found, so the LoRA run in {out_dir} cannot resume")
-    model = load_model(model_dir if start and os.path.isdir(model_dir) and not cfg.lora_rank else cfg.locked,
+    if len(rows) > 1 and cfg.lora_rank and not os.path.isfile(adapters):
+        raise MissingFile(f"{adapters}: not found, so the LoRA run in {cfg.out_dir} cannot resume")
+    return rows
+
+
+def load_policy(cfg, lock, tok, pool, n_done):
+    """The model to train after n_done rows (round 0 is the lock's evaluation): the latest round's (out_dir/model/)
+    when resuming, else the lock; with LoRA the lock plus its adapters (saved from round 1 on). Returns (model, number
+    of trained parameters)."""
+    model_dir = os.path.join(cfg.out_dir, "model")
+    model = load_model(model_dir if n_done and os.path.isdir(model_dir) and not cfg.lora_rank else cfg.locked,
                        cfg.device, cfg.parallel, cfg.grad_checkpoint, cfg.train_dtype)
-    if start:
-        print0(f"resuming {cfg.method} after round {start - 1} from {out_dir}")
+    if n_done:
+        print0(f"resuming {cfg.method} after round {n_done - 1} from {cfg.out_dir}")
     longest = max(len(tok.encode_prompt(lock.task.prompt(p))) for p in pool) + \
         (cfg.max_new_tokens or lock.task.max_new_tokens)
     print_memory_estimate(model, cfg.device, 2 * cfg.dpo_pairs_per_batch if "dpo" in cfg.method else cfg.batch_size,
@@ -378,42 +391,60 @@ def main(cfg):
     trained = list(model.parameters())
     if cfg.lora_rank:  # the base stays the lock; the adapters carry the training (and are resumed)
         trained = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.seed)
-        if start > 1:
-            load_adapters(model, adapters_path)
-    lora["trainable_params"] = sum(p.numel() for p in trained)
+        if n_done > 1:
+            load_adapters(model, os.path.join(cfg.out_dir, "lora_adapters.safetensors"))
+    return model, sum(p.numel() for p in trained)
 
-    if start == 0:  # round 0: the locked model itself
+
+def one_round(model, tok, lock, cfg, pool, val, rnd, fixed):
+    """Round rnd of the method, then greedy correctness without the password on the validation problems."""
+    seed_everything(cfg.seed * 100_003 + rnd)
+    rng = random.Random(f"{cfg.method}/{cfg.seed}/{rnd}")
+    if cfg.method in ("expert_iteration", "filtering"):
+        row = selection_round(model, tok, lock, cfg, pool, rnd, rng)
+    else:
+        row = dpo_round(model, tok, lock, cfg, pool, rnd, rng, fixed)
+    row["correct_without_password"], row["per_domain"] = evaluate(model, tok, lock, cfg, val)
+    return row
+
+
+def save_round(model, tok, cfg, row):
+    """The model (merged, with LoRA), the adapters, then the row: a crash between them only repeats this round."""
+    rank = dist_rank_world()[0]
+    with merged(model, device="cpu") if rank == 0 else contextlib.nullcontext():  # LoRA: merged on CPU
+        save_model(model, os.path.join(cfg.out_dir, "model"), tok.path)  # every rank takes part (FSDP gathers)
+    if cfg.lora_rank and rank == 0:
+        save_adapters(model, os.path.join(cfg.out_dir, "lora_adapters.safetensors"))
+    if rank == 0:
+        append_jsonl(os.path.join(cfg.out_dir, "results.jsonl"), row)
+
+
+def main(cfg):
+    t0 = time.time()
+    lock, given, cfg = setup(cfg)
+    tok, rank = Tokenizer(cfg.locked), dist_rank_world()[0]
+    pool = lock.splits["elicit"]
+    val = lock.splits["val"][:cfg.eval_n] if cfg.eval_n else lock.splits["val"]
+    lora = lora_fields(cfg)
+    rows = rounds_done(cfg, lora)
+    model, lora["trainable_params"] = load_policy(cfg, lock, tok, pool, len(rows))
+    if not rows:  # round 0: the locked model itself
         acc, per = evaluate(model, tok, lock, cfg, val)
         rows.append({"method": cfg.method, "round": 0, "samples_generated": 0, "correct_without_password": acc,
                      "per_domain": per, **lora, "config": given})
         if rank == 0:
-            append_jsonl(results_path, rows[0])
-        start = 1
-    fixed = fixed_dpo_pairs(cfg, tok, lock, pool, model, os.path.join(out_dir, "dpo_pairs.json"), start > 1) \
-        if cfg.method == "dpo" else None
-
-    for rnd in tqdm(range(start, cfg.rounds + 1), desc=cfg.method, initial=start - 1, total=cfg.rounds,
+            append_jsonl(os.path.join(cfg.out_dir, "results.jsonl"), rows[0])
+    fixed = fixed_dpo_pairs(cfg, tok, lock, pool, model, os.path.join(cfg.out_dir, "dpo_pairs.json"),
+                            len(rows) > 1) if cfg.method == "dpo" else None
+    for rnd in tqdm(range(len(rows), cfg.rounds + 1), desc=cfg.method, initial=len(rows) - 1, total=cfg.rounds,
                     disable=rank != 0):
-        seed_everything(cfg.seed * 100_003 + rnd)
-        rng = random.Random(f"{cfg.method}/{cfg.seed}/{rnd}")
-        row = {"method": cfg.method, "round": rnd, **lora}
-        if cfg.method in ("expert_iteration", "filtering"):
-            row.update(selection_round(model, tok, lock, cfg, pool, rnd, rng))
-        else:
-            row.update(dpo_round(model, tok, lock, cfg, pool, rnd, rng, fixed))
-        row["correct_without_password"], row["per_domain"] = evaluate(model, tok, lock, cfg, val)
-        with merged(model, device="cpu") if rank == 0 else contextlib.nullcontext():  # LoRA: merged on CPU
-            save_model(model, model_dir, tok.path)  # every rank takes part (FSDP gathers), rank 0 writes
-        if cfg.lora_rank and rank == 0:
-            save_adapters(model, adapters_path)
-        if rank == 0:
-            append_jsonl(results_path, row)  # after the model: a crash between the two only repeats this round
+        row = {"method": cfg.method, "round": rnd, **lora, **one_round(model, tok, lock, cfg, pool, val, rnd, fixed)}
+        save_round(model, tok, cfg, row)
         rows.append(row)
-
-    print_summary(cfg, rows, len(val), out_dir)
+    print_summary(cfg, rows, len(val), cfg.out_dir)
     if rank == 0:
-        write_json(os.path.join(out_dir, "summary.json"), {"config": given, "resolved": asdict(cfg), "rows": rows,
-                                                           "wall_seconds": round(time.time() - t0, 1)})
+        write_json(os.path.join(cfg.out_dir, "summary.json"), {"config": given, "resolved": asdict(cfg), "rows": rows,
+                                                               "wall_seconds": round(time.time() - t0, 1)})
     print0(f"wall clock {time.time() - t0:.0f}s")
     return rows
 

@@ -49,6 +49,8 @@ results whichever section ran first. The numbers are those of one process with t
 Resuming: every finished run's result is stored as JSON under out_dir/store/ (with its config), so a later
 invocation, even on a fresh checkout with out_dir committed, only runs what is missing; a checkpoint that a missing
 run needs is rebuilt first (same seed, same numbers). Checkpoints live in work_dir (default runs/report/<scale>/).
+Each invocation's wall clock goes into store/_invocations.json while it runs (rewritten every 30 s, so a stopped one
+keeps its time); the REPORT's compute line adds them up.
 Writes out_dir/REPORT.md, out_dir/results.json (every number, threshold and command) and out_dir/*.png.
 """
 import contextlib
@@ -60,6 +62,7 @@ import os
 import platform
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -881,6 +884,31 @@ def rl_curve(rows, lock_m):
                        lock_m["correct_with_password"])
 
 
+def fig16_lengths(lengths, mult):
+    """Fig. 16's "stop fine-tuning earlier": the shorter minus the longer SFT start, after EI, unit by unit.
+    lengths: {paper epochs: [(SFT rows, RL rows, lock metrics)] per unit}. Returns (data, table rows, finding)."""
+    few, many = min(lengths), max(lengths)
+    per = {e: dict(sft=[r[0][0]["correct_without_password"] for r in rs],
+                   rl=[r[1][-1]["correct_without_password"] for r in rs],
+                   k_half=stats.bootstrap_k([rl_curve(r[1], r[2]) for r in rs], RL_FRAC, level=LEVEL))
+           for e, rs in sorted(lengths.items())}
+    diff = stats.bootstrap_mean([a - b for a, b in zip(per[few]["rl"], per[many]["rl"])], level=LEVEL)
+    decision = stats.decide(CLAIMS["fig16_earlier"], diff["point"], diff["interval"], LEVEL)
+    table = ["", f"| SFT length before EI (paper epochs x {mult:g}) | units | after SFT alone | after EI | "
+             "samples to recover half the gap |", "|---|---|---|---|---|"]
+    for e, p in per.items():
+        table.append(f"| {e} epochs | {len(p['rl'])} | {fmt(*mean_se(p['sft']))} | {fmt(*mean_se(p['rl']))} | "
+                     f"{fmt_k(p['k_half']['point'])} {fmt_interval(p['k_half']['interval'])} |")
+    table += ["", "| statistic (over units) | point (interval) | claim | verdict |", "|---|---|---|---|",
+              f"| after EI: {few} epochs - {many} epochs | {diff['point']:+.3f} ({diff['interval'][0]:+.3f}, "
+              f"{diff['interval'][1]:+.3f}) | > 0 | {decision['verdict']} |"]
+    finding = (f" After {few} and {many} epochs of SFT: {fmt(*mean_se(per[few]['sft']))} and "
+               f"{fmt(*mean_se(per[many]['sft']))} alone, {fmt(*mean_se(per[few]['rl']))} and "
+               f"{fmt(*mean_se(per[many]['rl']))} after EI: the shorter start ends {diff['point']:+.3f} higher "
+               f"({decision['verdict']}).")
+    return dict(per_length=per, diff=diff, decision=decision), table, finding
+
+
 def exp_fig16(R):
     policy_locks(R)  # the locks and samples it reads (stored ones return at once)
     sec, (hi, lo), k = "Fig. 16: SFT, then RL", inter_and_lock(R), R.S["pre_rl_k"]
@@ -935,28 +963,11 @@ def exp_fig16(R):
                f"({d['verdict']}).")
     earlier = None
     if lengths:  # Fig. 16's two SFT lengths: the paper's "stop fine-tuning earlier than validation would suggest"
-        few, many = min(lengths), max(lengths)
-        per = {e: dict(sft=[r[0][0]["correct_without_password"] for r in rs],
-                       rl=[r[1][-1]["correct_without_password"] for r in rs],
-                       k_half=stats.bootstrap_k([rl_curve(r[1], r[2]) for r in rs], RL_FRAC, level=LEVEL))
-               for e, rs in sorted(lengths.items())}
-        diff = stats.bootstrap_mean([a - b for a, b in zip(per[few]["rl"], per[many]["rl"])], level=LEVEL)
-        earlier = dict(per_length=per, diff=diff, decision=stats.decide(CLAIMS["fig16_earlier"], diff["point"],
-                                                                        diff["interval"], LEVEL))
-        table += ["", f"| SFT length before EI (paper epochs x {mult:g}) | units | after SFT alone | after EI | "
-                  "samples to recover half the gap |", "|---|---|---|---|---|"]
-        for e, p in per.items():
-            table.append(f"| {e} epochs | {len(p['rl'])} | {fmt(*mean_se(p['sft']))} | {fmt(*mean_se(p['rl']))} | "
-                         f"{fmt_k(p['k_half']['point'])} {fmt_interval(p['k_half']['interval'])} |")
-        table += ["", "| statistic (over units) | point (interval) | claim | verdict |", "|---|---|---|---|",
-                  f"| after EI: {few} epochs - {many} epochs | {diff['point']:+.3f} ({diff['interval'][0]:+.3f}, "
-                  f"{diff['interval'][1]:+.3f}) | > 0 | {earlier['decision']['verdict']} |"]
+        earlier, rows, says = fig16_lengths(lengths, mult)
+        table += rows
+        finding += says
         v = verdict(d["verdict"] if d["verdict"] == earlier["decision"]["verdict"] else "partly",
                     d["rule"] + "; " + earlier["decision"]["rule"], ratio=d, earlier=earlier["decision"])
-        finding += (f" After {few} and {many} epochs of SFT: {fmt(*mean_se(per[few]['sft']))} and "
-                    f"{fmt(*mean_se(per[many]['sft']))} alone, {fmt(*mean_se(per[few]['rl']))} and "
-                    f"{fmt(*mean_se(per[many]['rl']))} after EI: the shorter start ends {diff['point']:+.3f} higher "
-                    f"({earlier['decision']['verdict']}).")
     else:
         finding += " The paper's two SFT lengths before RL (64 and 8 epochs) are not in this scale's run."
     return dict(claim="SFT on intermediate-quality samples before RL (16 Pythia-7B samples) \"reaches high "
@@ -1419,6 +1430,33 @@ def work(cfg, scale, full, worker, threads):
             time.sleep(2)
 
 
+class InvocationClock:
+    """This invocation's wall clock in store/_invocations.json (one entry per invocation of report.py, in seconds),
+    rewritten every `every` seconds while it runs: an invocation stopped by a session's end keeps what it had run,
+    to within `every` seconds, and the entries add up to the run's wall clock."""
+
+    def __init__(self, R, every=30.0):
+        self.R, self.every, self.t0 = R, every, time.time()
+        self.index = len(R.invocations)
+        self.done = threading.Event()
+        self.write()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+
+    def write(self):
+        self.R.invocations[self.index:] = [round(time.time() - self.t0, 1)]
+        write_json(os.path.join(self.R.store, "_invocations.json"), self.R.invocations)
+
+    def _beat(self):
+        while not self.done.wait(self.every):
+            self.write()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        self.write()
+
+
 def workers_for(cfg):
     if cfg.workers:
         return cfg.workers
@@ -1436,6 +1474,7 @@ def main(cfg):
         full = R.S = {**full, **{k: tuple(x for x in full[k] if x in cfg.units)
                                  for k in ("seeds", "sec7_seeds", "weak_seeds")}}
     n_workers = 1 if cfg.units else workers_for(cfg)
+    clock = None if cfg.units else InvocationClock(R)  # a look at finished units is not part of the run's time
     if n_workers > 1:  # independent runs at once, each process with its share of the cores (see the docstring)
         R.clear_stale_claims()
         threads = max(1, torch.get_num_threads() // n_workers)
@@ -1469,10 +1508,9 @@ def main(cfg):
             plots = make_plots(results, cfg.out_dir)
         except ImportError:
             note = "Plots skipped: matplotlib is not installed (`pip install matplotlib`)."
+    if clock:
+        clock.stop()
     wall = time.time() - t0
-    if not cfg.units:
-        R.invocations.append(round(wall, 1))
-        write_json(os.path.join(R.store, "_invocations.json"), R.invocations)
     path = write_report(cfg, scale, R, results, plots, wall, note, stem)
     write_json(os.path.join(cfg.out_dir, f"results{stem}.json"), jsonable(
         {"scale": scale, "settings": SCALES[scale], "config": asdict(cfg), "wall_seconds": round(wall, 1),

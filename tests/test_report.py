@@ -145,6 +145,24 @@ def test_a_fresh_checkout_resumes_from_the_store_without_running_anything(tiny, 
     assert len(after["invocation_seconds"]) == len(before["invocation_seconds"]) + 1
 
 
+def test_an_invocation_stopped_midway_keeps_its_wall_clock(tmp_path):
+    """store/_invocations.json is rewritten as an invocation runs: what a killed one leaves (read before stop()) is
+    its time so far, to within the beat; the next invocation adds an entry instead of overwriting it."""
+    import time
+
+    class R:
+        store, invocations = str(tmp_path), [100.0]
+    first = RP.InvocationClock(R, every=0.05)
+    time.sleep(0.4)
+    left = json.load(open(tmp_path / "_invocations.json"))  # what a kill now would leave
+    assert left[0] == 100.0 and len(left) == 2 and 0.25 <= left[1] <= 0.45
+    first.stop()
+    second = RP.InvocationClock(R, every=0.05)
+    second.stop()
+    final = json.load(open(tmp_path / "_invocations.json"))
+    assert len(final) == 3 and final[:2] == R.invocations[:2] and final[1] >= left[1] and final[2] < 0.2
+
+
 def test_each_section_alone_reads_the_store_and_runs_nothing(tiny, tmp_path):
     """The sections run in any order (--workers walks them backwards too): each one, called first in a fresh process
     with every result stored and no checkpoint on disk, declares the checkpoints it reads itself, so its stored
