@@ -25,8 +25,8 @@ injection, steering, prompting attacks, circuit breaking, LoRA). Few-shot prompt
 the prompting verdict: no lock here was trained with few-shot contexts, and without them the format itself breaks
 the model even with the password.
 
-Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores), quick (`--quick`: 1 seed, short grids,
-at most 10 minutes), tiny (seconds; meaningless numbers; for the tests).
+Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 224 minutes with two workers),
+quick (`--quick`: 1 seed, short grids, at most 10 minutes), tiny (seconds; meaningless numbers; for the tests).
 
 Commands:
   python report.py --quick                         # runs/report/REPORT.md
@@ -38,14 +38,15 @@ Order: one unit (seed) at a time, each through every section, then a last pass t
 the report; so an interrupted run loses at most the checkpoints of the units it was in.
 Workers (--workers, default 2 on a CPU with 2+ cores): the toy's small matrices keep 2 threads from doubling one
 process's speed (a lock: 38 s with 1 thread, 32 s with 2), while two 1-thread processes make 1.5x the runs per hour
-(the quick run: 14.0 min in one process, 10.1-10.8 min with two workers). So the units and sections are walked by N
-processes at once, each with cores / N threads. A process claims a run before making it (store/_claims/<name>.claim
-holds its pid; a dead process's claim is taken over); a run another process holds, or one that needs a checkpoint
-another holds, comes back as Later, a placeholder whose first use raises Pending: the section goes on past results
-it drops and stops at the first it reads, and the process moves to the next section (odd workers walk the sections
-backwards). A section declares every checkpoint it reads (Runner.deps refuses one it did not), so it gives the same
-results whichever section ran first. The numbers are those of one process with the same threads
-(tests/test_report.py); a run's numbers can change in the last digits with its thread count.
+(the quick run: 14.0 min in one process, 10.1-10.8 min with two workers; the full run about 1.25x). So the units and
+sections are walked by N processes at once, each with cores / N threads. A process claims a run before making it
+(store/_claims/<name>.claim holds its pid; a dead process's claim is taken over); a run another process holds, or
+one that needs a checkpoint another holds, comes back as Later, a placeholder whose first use raises Pending: the
+section goes on past results it drops and stops at the first it reads, and the process moves to the next section
+(odd workers walk the sections backwards). A section declares every checkpoint it reads (Runner.deps refuses one it
+did not), so it gives the same results whichever section ran first. The numbers are those of one process with the
+same threads (tests/test_report.py); a 50-step lock at the full run's model size gave bitwise-identical weights
+with 1 and 2 threads, and after an interruption and --resume=True.
 Resuming: every finished run's result is stored as JSON under out_dir/store/ (with its config), so a later
 invocation, even on a fresh checkout with out_dir committed, only runs what is missing; a checkpoint that a missing
 run needs is rebuilt first (same seed, same numbers). Checkpoints live in work_dir (default runs/report/<scale>/).
@@ -1426,8 +1427,8 @@ def work(cfg, scale, full, worker, threads):
                     R.blocked = True
         if not R.blocked:
             return
-        if R.ran == ran:  # everything left waits on another worker's run
-            time.sleep(2)
+        if R.ran == ran:  # everything left waits on another worker's run: look again shortly (a look is a few
+            time.sleep(0.2)  # file reads; tiny runs take well under a second)
 
 
 class InvocationClock:

@@ -1,11 +1,12 @@
-"""torchrun on CPU (gloo): two processes must train to the same weights and evaluate to the same greedy results as
-one, with DDP and with FSDP2. Three launches serve every check (tests/dist_run.py runs several script command lines
-in one process): one process, `torchrun --nproc_per_node=2` with --parallel=ddp, and with --parallel=fsdp (plus
-activation checkpointing, and an interruption and --resume=True in the lock). Each launch runs, on the same tiny
-toy: the evaluation check (greedy and temperature-1 sampling), a lock, an SFT elicitation and expert iteration and
-iterated DPO rounds; elicitation always starts from the one-process lock, so it is compared like for like.
-Measured on 2 CPU cores (torch 2.13): weights agree to 3e-8 (lock), 5e-9 (SFT), 4e-8 (expert iteration) and 1.2e-7
-(DPO); greedy metrics and all samples are identical. The tolerances below leave a wide margin for other CPUs."""
+"""torchrun on CPU (gloo): two processes must train to the same weights and evaluate to the same greedy results as one,
+with DDP and with FSDP2. Two launches serve every check (tests/dist_run.py runs several script command lines in one
+process): one process, and `torchrun --nproc_per_node=2` running the lines with --parallel=ddp, then with
+--parallel=fsdp (plus activation checkpointing, and an interruption and --resume=True in the lock). Each launch
+runs, on the same tiny toy: the evaluation check (greedy and temperature-1 sampling), a lock, an SFT elicitation and
+expert iteration and iterated DPO rounds; elicitation always starts from the one-process lock, so it is compared
+like for like. Measured on 2 CPU cores (torch 2.13): weights agree to 3e-8 (lock), 5e-9 (SFT), 4e-8 (expert
+iteration) and 1.2e-7 (DPO); greedy metrics and all samples are identical. The tolerances below leave a wide margin
+for other CPUs."""
 import json
 import os
 import subprocess
@@ -61,10 +62,9 @@ def runs(tmp_path_factory):
                 f"{SFT} {extra} {lock} --out_dir={d}/{name}/sft", f"{EI} {extra} {lock} --out_dir={d}/{name}/ei",
                 f"{DPO} {extra} {lock} --out_dir={d}/{name}/dpo"]
     run([sys.executable, "tests/dist_run.py", *lines("one")])
-    run(TORCHRUN + ["tests/dist_run.py", *lines("ddp")])
     fsdp = lines("fsdp", "--parallel=fsdp --grad_checkpoint=True")[1:]
     fsdp[:1] = [fsdp[0] + " --stop_after_steps=5", fsdp[0] + " --resume=True"]  # interrupted, then resumed
-    run(TORCHRUN + ["tests/dist_run.py", *fsdp])
+    run(TORCHRUN + ["tests/dist_run.py", *lines("ddp"), *fsdp])  # one launch (one process group) for both
     return d
 
 
