@@ -315,12 +315,17 @@ def test_units_report_reads_the_store_for_some_seeds_only(tiny, tmp_path):
 
 
 def test_two_workers_make_the_same_report_as_one_process(tiny, tmp_path):
-    """--workers=2 from nothing: two processes share the runs through store/_claims, and the report (every section's
-    numbers, verdicts and commands) is the one process's, run for run; no claim is left behind."""
-    cfg, _ = tiny
+    """--workers=2 with unit 1 to make (unit 0's results stored, no checkpoint on disk): two processes share unit 1's
+    runs through store/_claims, every section of it, and the report (every section's numbers, verdicts and commands)
+    is the one process's, run for run; no claim is left behind."""
+    cfg, root = tiny
     out = tmp_path / "out"
-    RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=str(tmp_path / "work"), plots=False, device="cpu",
-                      workers=2))
+    shutil.copytree(os.path.join(cfg.out_dir, "store"), out / "store",  # unit 0's results (rl_*_s0/ folders too)
+                    ignore=lambda d, names: [n for n in names if "_s1" in n or n.startswith("_")])
+    assert 0 < len(os.listdir(out / "store")) < len(os.listdir(os.path.join(cfg.out_dir, "store")))
+    with without_checkpoints(cfg, root):
+        RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, plots=False, device="cpu",
+                          workers=2))
     one, two = (json.load(open(os.path.join(d, "results.json"))) for d in (cfg.out_dir, out))
     def untimed(x):  # wall and training seconds differ from run to run; every other number must not
         if isinstance(x, dict):
@@ -331,7 +336,8 @@ def test_two_workers_make_the_same_report_as_one_process(tiny, tmp_path):
         for key in ("data", "verdict", "table"):
             assert paths(two["sections"][name][key]) == paths(one["sections"][name][key]), (name, key)
     assert paths(two["commands"]) == paths(one["commands"])
-    assert set(two["run_seconds"]) == set(one["run_seconds"])  # every run timed once, by whichever worker made it
+    made = {n for n in one["run_seconds"] if "_s1" in n}
+    assert made and set(two["run_seconds"]) == made  # unit 1's runs, each timed once, by whichever worker made it
     assert [f for f in os.listdir(out / "store" / "_claims") if f.endswith(".claim")] == []
 
 
