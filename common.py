@@ -6,7 +6,6 @@ Nothing here knows about passwords or locks (that is data/lock.py) or about torc
 """
 import ast
 import dataclasses
-import json
 import math
 import os
 import random
@@ -171,11 +170,22 @@ def same_config(stored, cfg, ignore=()):
     for f in dataclasses.fields(cfg):
         if f.name in ignore:
             continue
-        default = None if f.default is dataclasses.MISSING else f.default
-        mine = json.loads(json.dumps(getattr(cfg, f.name)))
-        if stored.get(f.name, json.loads(json.dumps(default))) != mine:
+        if f.name in stored:
+            theirs = stored[f.name]
+        else:
+            theirs = as_json(None if f.default is dataclasses.MISSING else f.default)
+        if theirs != as_json(getattr(cfg, f.name)):
             return False
     return True
+
+
+def as_json(v):
+    """A config value as JSON gives it back (tuples as lists, dict keys as strings), for comparing with a stored one."""
+    if isinstance(v, (list, tuple)):
+        return [as_json(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): as_json(x) for k, x in v.items()}
+    return v
 
 
 # -----------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def _k_of_resamples(units, frac, statistic, idx):
         ks = units[0].ks
         Y = np.array([u.ys for u in units])  # (n_units, K)
         T = np.array([gap_fraction_target(u.locked, u.ceiling, frac) for u in units])
-        k = np.array([k_to_reach(ks, Y[row].mean(axis=0), T[row].mean()) for row in idx])
+        curves, targets = Y[idx].mean(axis=1), T[idx].mean(axis=1)  # (B, K), (B,): each resample's mean curve
+        k = np.array([k_to_reach(ks, c, t) for c, t in zip(curves, targets)])
         return np.where(np.isinf(k), ks[-1], k), k
     # unit_geomean: each unit's own k at its own target, then the geometric mean over the resample
     k = np.array([k_to_reach(u.ks, u.ys, gap_fraction_target(u.locked, u.ceiling, frac)) for u in units])
