@@ -18,6 +18,17 @@ def run(*args, cwd=ROOT):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+def run_all(*commands):
+    """Several independent command lines at once (each is a fresh process, as a user's would be); their results."""
+    procs = [subprocess.Popen([sys.executable, *c], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in commands]
+    out = []
+    for p, c in zip(procs, commands):
+        stdout, stderr = p.communicate(timeout=120)
+        out.append(subprocess.CompletedProcess([sys.executable, *c], p.returncode, stdout, stderr))
+    return out
+
+
 def one_line_error(r, *must):
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
@@ -55,13 +66,15 @@ def sample_cmd(d, tmp_path):
 
 
 def test_missing_and_malformed_jsonl(tmp_path):
-    one_line_error(run("train_lock.py", "--task=math", f"--weak_samples={tmp_path / 'missing.jsonl'}"),
-                   "missing.jsonl: not found")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "math/1", "completion": "x"}\n{oops\n')
-    one_line_error(run("train_lock.py", "--task=math", f"--weak_samples={bad}"), "bad.jsonl:2: invalid JSON")
-    one_line_error(run("elicit_sft.py", f"--locked={tmp_path / 'nope'}"), "run `python train_lock.py` first")
-    one_line_error(run("train_lock.py", "--parallel=zero"), "--parallel='zero': use one of ddp, fsdp")
+    missing = f"--weak_samples={tmp_path / 'missing.jsonl'}"
+    cases = {("train_lock.py", "--task=math", missing): "missing.jsonl: not found",
+             ("train_lock.py", "--task=math", f"--weak_samples={bad}"): "bad.jsonl:2: invalid JSON",
+             ("elicit_sft.py", f"--locked={tmp_path / 'nope'}"): "run `python train_lock.py` first",
+             ("train_lock.py", "--parallel=zero"): "--parallel='zero': use one of ddp, fsdp"}
+    for r, want in zip(run_all(*cases), cases.values()):
+        one_line_error(r, want)
 
 
 def test_a_working_sample_command_is_the_control(ckpt, tmp_path):
