@@ -167,6 +167,8 @@ def test_same_config_treats_a_missing_newer_field_as_its_default():
     assert not C.same_config(older, Cfg(ks=(1, 2), max_len=5))  # ...did not use a non-default max_len
     assert C.same_config({**stored, "resume": True}, Cfg(ks=(1, 2)), ignore=("resume",))
     assert C.same_config({**stored, "removed_option": 3}, Cfg(ks=(1, 2)))
+    nested = {**stored, "ks": [[1, {"2": [3]}]]}  # nested tuples and int dict keys, as json.dump writes them
+    assert C.same_config(nested, Cfg(ks=((1, {2: (3,)}),))) and not C.same_config(nested, Cfg(ks=((1, {2: (4,)}),)))
 
 
 @dataclass
