@@ -1344,6 +1344,19 @@ def git_commit():
         return "unknown"
 
 
+def cpu_name():
+    """The CPU's model name (Linux /proc/cpuinfo; else platform's): float results of the same run can differ
+    between CPU models, whose kernels sum in other orders."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def write_report(cfg, scale, R, results, plots, wall, note, stem=""):
     S = R.S
     flag = {"quick": " --quick", "full": "", "tiny": " --scale=tiny"}[scale] + \
@@ -1351,7 +1364,8 @@ def write_report(cfg, scale, R, results, plots, wall, note, stem=""):
     lines = [f"# locksmith: the paper's findings on the toy task, tested as the paper tested them ({scale} run)", "",
              f"`python report.py{flag} --out_dir={cfg.out_dir}` at commit {git_commit()}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {platform.machine()} with "
-             f"{os.cpu_count()} CPU cores, device {cfg.device}.", "",
+             f"{os.cpu_count()} CPU cores ({cpu_name()}, torch kernels {torch.backends.cpu.get_cpu_capability()}), "
+             f"device {cfg.device}.", "",
              f"**Compute:** {sum(R.seconds.values()) / 60:.1f} minutes summed over the {len(R.seconds)} runs when "
              f"each ran; {sum(R.invocations) / 60:.1f} minutes over {len(R.invocations)} invocation(s) of report.py "
              f"(this one {wall / 60:.1f}). Units: {len(S['seeds'])} independent locks per kind "
