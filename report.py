@@ -311,7 +311,8 @@ class Runner:
             module.main(cfg)
             result = result_of()
             write_json(os.path.join(self.store, f"{name}.json"),
-                       {"config": asdict(cfg), "deps": {n: asdict(c) for n, c in lineage.items()}, "result": result})
+                       {"config": asdict(cfg), "deps": {n: asdict(c) for n, c in lineage.items()}, "result": result,
+                        "machine": machine()})  # the same run can give other floats on another CPU model
             self.add_seconds(name, round(time.time() - t0, 1))
             self.ran += 1
             return result
@@ -1342,6 +1343,12 @@ def git_commit():
                               cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def machine():
+    """Where a run was made: its numbers are reproducible on the same CPU model and torch, not across them."""
+    return dict(cpu=cpu_name(), kernels=torch.backends.cpu.get_cpu_capability(), torch=torch.__version__,
+                threads=torch.get_num_threads())
 
 
 def cpu_name():

@@ -143,6 +143,8 @@ def test_a_fresh_checkout_resumes_from_the_store_without_running_anything(tiny, 
     for name in SECTIONS:
         assert json.dumps(after["sections"][name]["data"]) == json.dumps(before["sections"][name]["data"]), name
     assert len(after["invocation_seconds"]) == len(before["invocation_seconds"]) + 1
+    stored = json.load(open(out / "store" / "pi_lo_s0.json"))
+    assert stored["machine"]["torch"] == torch.__version__ and stored["machine"]["cpu"]  # where the run was made
 
 
 def test_an_invocation_stopped_midway_keeps_its_wall_clock(tmp_path):
