@@ -56,6 +56,7 @@ Writes out_dir/REPORT.md, out_dir/results.json (every number, threshold and comm
 """
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import multiprocessing
@@ -1351,6 +1352,7 @@ def machine():
                 threads=torch.get_num_threads())
 
 
+@functools.cache
 def cpu_name():
     """The CPU's model name (Linux /proc/cpuinfo; else platform's): float results of the same run can differ
     between CPU models, whose kernels sum in other orders."""
@@ -1371,7 +1373,7 @@ def write_report(cfg, scale, R, results, plots, wall, note, stem=""):
     lines = [f"# locksmith: the paper's findings on the toy task, tested as the paper tested them ({scale} run)", "",
              f"`python report.py{flag} --out_dir={cfg.out_dir}` at commit {git_commit()}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {platform.machine()} with "
-             f"{os.cpu_count()} CPU cores ({cpu_name()}, torch kernels {torch.backends.cpu.get_cpu_capability()}), "
+             f"{os.cpu_count()} CPU cores ({machine()['cpu']}, torch kernels {machine()['kernels']}), "
              f"device {cfg.device}.", "",
              f"**Compute:** {sum(R.seconds.values()) / 60:.1f} minutes summed over the {len(R.seconds)} runs when "
              f"each ran; {sum(R.invocations) / 60:.1f} minutes over {len(R.invocations)} invocation(s) of report.py "
