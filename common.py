@@ -59,11 +59,13 @@ def _convert(key, val, typ):
         if val not in typing.get_args(typ):
             raise SystemExit(f"error: --{key}={val!r}: use one of {', '.join(typing.get_args(typ))}")
         return val
-    try:
-        parsed = ast.literal_eval(val)
-    except (ValueError, SyntaxError):
-        parsed = val
+    parsed = _literal(val)
     allowed = typing.get_args(typ) or (typ,)  # Optional[int] / int | None -> (int, NoneType)
+    if tuple in allowed:  # --ks=4, --ks=[4,16], --ks=4,16 and --sections=decode,mixed all give tuples
+        if isinstance(parsed, str):
+            parsed = tuple(_literal(v) for v in val.split(",") if v)
+        elif not isinstance(parsed, (tuple, dict)):
+            parsed = tuple(parsed) if isinstance(parsed, list) else (parsed,)
     if float in allowed and isinstance(parsed, int) and not isinstance(parsed, bool):
         parsed = float(parsed)
     if str in allowed and not isinstance(parsed, str) and not (type(None) in allowed and parsed is None):
@@ -72,6 +74,14 @@ def _convert(key, val, typ):
     if not any(isinstance(parsed, o) for o in origin if isinstance(o, type)):
         raise SystemExit(f"error: --{key}={val!r} is not a valid {typ}")
     return parsed
+
+
+def _literal(val):
+    """A Python literal's value ("3", "[1, 2]", "None"), or the text itself ("decode")."""
+    try:
+        return ast.literal_eval(val)
+    except (ValueError, SyntaxError):
+        return val
 
 
 def check_config(cfg):

@@ -38,6 +38,23 @@ def test_parse_cli_types_and_defaults():
     assert C.parse_cli(Cfg, ["--resume"]).resume is True  # a bare boolean flag
 
 
+@dataclass
+class TupleCfg:
+    ks: tuple = (1, 2)
+    names: tuple = ("decode",)
+
+
+def test_parse_cli_tuple_fields_take_a_literal_a_single_value_or_a_comma_list():
+    parse = lambda *argv: C.parse_cli(TupleCfg, list(argv))
+    assert parse("--ks=(4, 16)").ks == parse("--ks=[4, 16]").ks == parse("--ks=4,16").ks == (4, 16)
+    assert parse("--ks=4").ks == (4,) and parse("--ks=()").ks == () and parse("--ks=").ks == ()
+    assert parse("--names=decode,mixed").names == ("decode", "mixed")  # bare words, no quotes needed
+    assert parse("--names=toy").names == ("toy",)
+    assert parse("--names=('a', 'b')").names == ("a", "b")
+    with pytest.raises(SystemExit, match=r"--ks='\{1: 2\}' is not a valid"):
+        parse("--ks={1: 2}")
+
+
 def test_parse_cli_bare_flag_only_for_booleans():
     with pytest.raises(SystemExit, match="expected --field=value, got '--steps'"):
         C.parse_cli(Cfg, ["--steps"])

@@ -9,7 +9,7 @@ downloaded there; transformers is not needed):
     python tools/gpu_check.py --out=runs/gpu_check.json     # on the GPU machine: about 5 minutes, at most 7.7
     python tools/gpu_check.py --tiny=True --device=cpu      # tiny shapes, the same code: 8 s of CPU time
     python tools/gpu_check.py --tiny=True                   # on the GPU machine: does the script itself work there
-    python tools/gpu_check.py --sections="('decode',)" --batches="(64,)" --shapes="('7B',)"   # a part again
+    python tools/gpu_check.py --sections=decode --batches=64 --shapes=7B   # a part again
 
 Sections, in order (each one's numbers and the reason for every skip are in the JSON):
   1. environment  torch / CUDA / cuDNN / NCCL versions, GPU name and memory, bf16 support; the copy bandwidth
