@@ -166,16 +166,17 @@ def bench_decode(name, hf, ours, cfg, modes=("greedy", "sampled"), label=""):
     """Fixed-length decode at each batch size: greedy (tokens checked identical) and/or sampled."""
     rows, dev = [], cfg.device
     V, N = SHAPES[name]["vocab_size"], 16 if cfg.quick else cfg.new_tokens
+    dtype = next(ours.parameters()).dtype  # both sides in --dtype (generate's own default on CUDA is bf16)
     g = torch.Generator().manual_seed(0)
     for B in cfg.batches:
         prompts = torch.randint(10, V - 10, (B, cfg.prompt_len), generator=g)
         ids, mask = prompts.to(dev), torch.ones_like(prompts).to(dev)
         for sampled in [m == "sampled" for m in modes]:
             temp = 1.0 if sampled else 0.0
-            generate(ours, prompts[:, :8].tolist(), 4, temperature=temp, batch_size=B)  # warm-up both
+            generate(ours, prompts[:, :8].tolist(), 4, temperature=temp, batch_size=B, dtype=dtype)  # warm-up both
             hf_generate(hf, ids[:, :8], mask[:, :8], 4, sampled)
             outs, best = interleaved({
-                "ours": lambda: generate(ours, prompts.tolist(), N, temperature=temp, batch_size=B),
+                "ours": lambda: generate(ours, prompts.tolist(), N, temperature=temp, batch_size=B, dtype=dtype),
                 "hf": lambda: hf_generate(hf, ids, mask, N, sampled)}, cfg.reps, dev)
             note = "" if sampled else f"tokens identical: {outs['ours'] == outs['hf'].tolist()}"
             rows.append(row(name, f"{'sampled T=1' if sampled else 'greedy'} B={B}{label}", B * N / best["ours"],
@@ -214,7 +215,8 @@ def bench_mixed(name, hf, ours, cfg):
     V, budget, B = SHAPES[name]["vocab_size"], 32 if cfg.quick else cfg.mixed_budget, cfg.mixed_batch
     prompts, stop = mixed_workload(V, cfg)
     outs, best = interleaved({
-        "ours": lambda: generate(ours, prompts, budget, temperature=1.0, stop_ids=stop, batch_size=B),
+        "ours": lambda: generate(ours, prompts, budget, temperature=1.0, stop_ids=stop, batch_size=B,
+                                 dtype=next(ours.parameters()).dtype),
         "hf": lambda: hf_batches(hf, prompts, budget, stop, B, cfg.device)}, cfg.reps, cfg.device)
     toks = {k: sum(len(o) for o in v) for k, v in outs.items()}
     lens = {k: sorted(len(o) for o in v) for k, v in outs.items()}
@@ -301,11 +303,16 @@ def bench_train(name, hf, ours, cfg):
                 "median of steps")]
 
 
-def copy_bandwidth(device, nbytes=2**30):
-    """Bytes per second the device reads plus writes in a large copy (best of 5)."""
+def copy_bandwidth(device, nbytes=2**30, copies=10):
+    """Bytes per second the device reads plus writes in a large copy (best of 5 timings of `copies` back-to-back
+    copies: one 1 GiB copy is ~0.5 ms on an H200, where the host timer and the sync would take a few percent)."""
     a, b = torch.empty(nbytes, dtype=torch.uint8, device=device), torch.empty(nbytes, dtype=torch.uint8, device=device)
     b.copy_(a)
-    return 2 * nbytes / min(timed(lambda: b.copy_(a), device)[1] for _ in range(5))
+
+    def run():
+        for _ in range(copies):
+            b.copy_(a)
+    return 2 * nbytes * copies / min(timed(run, device)[1] for _ in range(5))
 
 
 def bench_roofline(name, ours, cfg):

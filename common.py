@@ -28,7 +28,8 @@ from sampler import generate
 def parse_cli(config_cls, argv=None):
     """Build `config_cls` from `--field=value` arguments. Values are parsed with ast.literal_eval when they look
     like Python literals (numbers, True/False/None, lists) and kept as strings otherwise, then type-checked against
-    the field's annotation. `--help` prints every field with its default and exits."""
+    the field's annotation; a tuple field also takes one value or a comma list (--ks=4,16, --sections=decode).
+    `--help` prints every field with its default and exits."""
     argv = sys.argv[1:] if argv is None else argv
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     hints = typing.get_type_hints(config_cls)
@@ -336,7 +337,11 @@ def make_optimizer(name, params, lr, weight_decay, betas=None):
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     low = any(p.dtype != torch.float32 for p in params)
     if name == "adamw":
-        return (CompensatedAdamW if low else torch.optim.AdamW)(groups, lr=lr, betas=betas or (0.9, 0.95))
+        if low:
+            return CompensatedAdamW(groups, lr=lr, betas=betas or (0.9, 0.95))
+        # one tensor at a time, as on CPU by default: CUDA's default foreach step holds parameter-sized temporaries
+        # (27 GB at 7B), which memory.py does not count
+        return torch.optim.AdamW(groups, lr=lr, betas=betas or (0.9, 0.95), foreach=False)
     if name == "lion":
         return Lion(groups, lr=lr, betas=betas or (0.9, 0.99))
     raise BadInput(f"--optimizer={name!r}: use adamw or lion")

@@ -14,11 +14,26 @@ from parallel import dist_rank_world, print0
 
 GB = 1e9
 DEVICE_GB = (24, 40, 80, 141)  # common accelerator sizes: RTX 4090 / A100-40 / A100-80, H100 / H200
+# Bytes a token and layer that backward keeps: (a, b, c) per hidden unit, MLP unit and key/value unit (Llama's GQA
+# width n_kv_head x head_dim; GPT-NeoX's q, k, v are in a), by family and compute mode:
+#   fp32      fp32 weights, no autocast (CPU)
+#   bf16      bf16 weights (--train_dtype=bf16)
+#   autocast  fp32 weights, bf16 autocast (the GPU default): the residual stream and the norms stay fp32
+# Measured with saved-tensor hooks over model.py's Blocks (tests/test_common.py measures them again); SDPA keeps no
+# T x T scores. Llama: 4 saved values per MLP unit (gate, up, silu, product), NeoX 2 (fc output and its GELU).
+SAVED = {"llama": {"fp32": (36, 16, 12), "bf16": (22, 8, 6), "autocast": (28, 8, 6)},
+         "gpt_neox": {"fp32": (40, 8, 0), "bf16": (20, 4, 0), "autocast": (24, 4, 0)}}
+
+
+def saved_bytes(arch, n_embd, mlp_dim, kv_dim, mode):
+    """Activation bytes one token keeps in one layer (SAVED); mode: fp32, bf16 or autocast."""
+    a, b, c = SAVED[arch][mode]
+    return a * n_embd + b * mlp_dim + c * kv_dim
 
 
 def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=False, optimizer="adamw",
                     train_dtype="fp32", cuda=True, grad_checkpoint=False, grad_accum=1, loss_chunk=LOSS_CHUNK,
-                    lora_params=0, lora_act=0):
+                    lora_params=0, lora_act=0, arch="llama", mlp_dim=0, kv_dim=0):
     """Training memory per device in bytes, by part. tokens: one micro-batch on one device (sequences x length).
       weights, grads  n_params x 4 bytes (fp32) or 2 (bf16), divided by world under FSDP; FSDP with grad_accum > 1
                       keeps unsharded gradients between syncs, so full size then; DDP adds its all-reduce buckets,
@@ -29,9 +44,11 @@ def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=Fals
       gathered        compute copies of weights: fp32 weights under bf16 autocast are cast once per forward (one
                       process, DDP: n_params x 2); FSDP all-gathers about two Blocks at a time (the one running and
                       the next, prefetched) plus the root's embeddings and head, which stay gathered
-      activations     saved for backward: about 17 values a token, hidden unit and layer (34 bytes in bf16, with
-                      SDPA's flash / memory-efficient kernels keeping no T x T scores; Korthikanti et al. 2022);
-                      with activation checkpointing one Block input a layer plus one Block's worth, recomputed
+      activations     saved for backward: saved_bytes a token and layer (SAVED: for a 7B Llama 50 bytes a token
+                      and hidden unit with bf16 weights, 56 under autocast; Korthikanti et al. 2022's 34 undercounts
+                      SwiGLU and fp32 norms); with activation checkpointing one Block input a layer (in the weights'
+                      dtype: the residual stream) plus one Block's worth, recomputed. mlp_dim and kv_dim default to
+                      a 7B Llama's proportions (2.6875 x n_embd; n_embd) for Llama, 4 x n_embd for NeoX
       logits          the loss runs the output head over loss_chunk completion tokens at a time (fp32 logits, their
                       log-softmax and gradient: about 12 bytes a token and vocabulary entry); never (B, T, V)
     LoRA (lora_params > 0, the adapters' parameter count; lora.py): the n_params base weights are frozen (weights
@@ -58,8 +75,10 @@ def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=Fals
         est["gathered"] = (2 * max(0, n_params - emb) / n_layer + emb) * cb
     elif cb != pb or (lora_params and cuda):
         est["gathered"] = n_params * cb * (cb != pb) + lora_params * cb * cuda
-    per_layer = tokens * n_embd * 17 * cb + tokens * lora_act * (cb + 1)
-    est["activations"] = (tokens * n_embd * cb * n_layer + per_layer) if grad_checkpoint else per_layer * n_layer
+    mode = "bf16" if pb == 2 else "autocast" if cuda else "fp32"
+    mlp_dim = mlp_dim or round(n_embd * (2.6875 if arch == "llama" else 4))
+    per_layer = tokens * saved_bytes(arch, n_embd, mlp_dim, kv_dim or n_embd, mode) + tokens * lora_act * (cb + 1)
+    est["activations"] = (tokens * n_embd * pb * n_layer + per_layer) if grad_checkpoint else per_layer * n_layer
     est["logits"] = min(tokens, loss_chunk) * vocab * 12
     est["total"] = sum(est.values())
     return est
@@ -87,7 +106,8 @@ def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel
     lora_params, lora_act = lora_counts(cfg, lora_rank, lora_targets, lora_dropout) if lora_rank else (0, 0)
     est = memory_estimate(model.num_params(), cfg.n_layer, cfg.n_embd, cfg.vocab_size, tokens, world, fsdp,
                           optimizer, train_dtype, cuda, grad_checkpoint, grad_accum, lora_params=lora_params,
-                          lora_act=lora_act)
+                          lora_act=lora_act, arch=cfg.arch, mlp_dim=cfg.intermediate_size,
+                          kv_dim=cfg.n_kv_head * cfg.head_dim)
     parts = " + ".join(f"{k} {fmt_bytes(v)}" for k, v in est.items() if k != "total")
     how = f"{'fsdp' if fsdp else 'ddp' if world > 1 else 'one process'}{f' x {world}' if world > 1 else ''}, " \
           f"{train_dtype} weights{', bf16 compute' if cuda else ''}, {optimizer}, {tokens} tokens a micro-batch" + \

@@ -54,6 +54,7 @@ Each invocation's wall clock goes into store/_invocations.json while it runs (re
 keeps its time); the REPORT's compute line adds them up.
 Writes out_dir/REPORT.md, out_dir/results.json (every number, threshold and command) and out_dir/*.png.
 """
+import collections
 import contextlib
 import fcntl
 import functools
@@ -1352,6 +1353,30 @@ def machine():
                 threads=torch.get_num_threads())
 
 
+def machine_label(m):
+    """A stored result's machine as one string; threads are left out (1 and 2 threads gave the same weights)."""
+    return f"{m['cpu']}, kernels {m['kernels']}, torch {m['torch']}" if m else "not recorded"
+
+
+def store_machines(store):
+    """{machine label: number of stored results} over the run results in `store` (files not starting with _)."""
+    counts = collections.Counter()
+    for f in sorted(os.listdir(store)) if os.path.isdir(store) else []:
+        if f.endswith(".json") and not f.startswith("_"):
+            counts[machine_label(read_json(os.path.join(store, f)).get("machine"))] += 1
+    return dict(counts)
+
+
+def mixed_machines_note(counts):
+    """The report's sentence when the stored results come from more than one machine, else ""."""
+    if len(counts) < 2:
+        return ""
+    parts = "; ".join(f"{n} on {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return (f"**Mixed machines:** the stored results were made on {len(counts)} machines ({parts}). A run repeated "
+            "on another CPU model can give other numbers (other summation orders in the kernels), so this report "
+            "is not the output of any one machine.")
+
+
 @functools.cache
 def cpu_name():
     """The CPU's model name (Linux /proc/cpuinfo; else platform's): float results of the same run can differ
@@ -1381,7 +1406,8 @@ def write_report(cfg, scale, R, results, plots, wall, note, stem=""):
              f"({len(S['sec7_seeds'])} for section 7): each seed has its own pi_strong_base, policies and locks. "
              "Numbers are greedy correctness on validation problems; ± is the standard error over units; intervals "
              f"are {LEVEL:.0%} bootstrap percentile intervals over units (stats.py)." + (f" {note}" if note else ""),
-             "", "| section | verdict |", "|---|---|"]
+             ""] + ([mixed, ""] if (mixed := mixed_machines_note(store_machines(R.store))) else []) + \
+            ["| section | verdict |", "|---|---|"]
     lines += [f"| {name} | {r['verdict']['result']} |" for name, r in results.items()]
     lines.append("")
     for name, r in results.items():
@@ -1487,12 +1513,23 @@ def workers_for(cfg):
     return 2 if cfg.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
+def warn_other_machines(R):
+    """Say at start when the store already holds results made on another machine: they are reused as they are."""
+    here = machine_label(machine())
+    other = {label: n for label, n in store_machines(R.store).items() if label != here}
+    if other:
+        print(f"report: warning: {R.store} holds {sum(other.values())} result(s) made elsewhere "
+              f"({'; '.join(f'{n} on {label}' for label, n in other.items())}); this machine is {here}. They are "
+              "kept, runs made here may give other floats, and REPORT.md will say that it mixes machines.")
+
+
 def main(cfg):
     t0 = time.time()
     scale = cfg.scale or ("quick" if cfg.quick else "full")
     if scale not in SCALES:
         raise BadInput(f"--scale={cfg.scale!r}: use full, quick or tiny")
     R = Runner(cfg, scale)
+    warn_other_machines(R)
     full = R.S
     if cfg.units:
         full = R.S = {**full, **{k: tuple(x for x in full[k] if x in cfg.units)

@@ -384,4 +384,6 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, stop_id
         elif not compile and sum(o >= 0 for o in owner) <= len(owner) // 2:
             owner = compact(rows, cache, owner)
         for _ in range(sync_every):
-            rows.advance(decode(model, cache, rows.tok, rows.pos, rows.step_uniforms(), *knobs), stop)
+            nxt = decode(model, cache, rows.tok, rows.pos, rows.step_uniforms(), *knobs)
+            # a CUDA-graph output is overwritten by the next replay: keep a copy (rows.tok feeds the next step)
+            rows.advance(nxt.clone() if compile else nxt, stop)

@@ -11,6 +11,7 @@ import pytest
 import common as C
 import files as FL
 import memory as MEM
+import model as M
 import parallel as PAR
 from errors import BadInput
 
@@ -139,31 +140,68 @@ def test_memory_estimate_against_a_hand_worked_7b_llama():
     assert b["weights"] == pytest.approx(13.48e9) and b["grads"] == pytest.approx(13.48e9)  # 2 bytes each
     assert b["optimizer"] == pytest.approx(26.96e9)  # bf16 momentum + bf16 compensation: 4 bytes a parameter
     assert "gathered" not in b and "ddp_buckets" not in b  # one process, weights already in bf16
-    assert b["activations"] == pytest.approx(4096 * 4096 * 2 * 32 + 4096 * 4096 * 34)  # 1.07e9 + 0.57e9
+    per_token_layer = 22 * 4096 + 8 * 11008 + 6 * 4096  # bf16 weights (memory.SAVED): 202,752 bytes, 49.5 a unit
+    assert b["activations"] == pytest.approx(4096 * 4096 * 2 * 32 + 4096 * per_token_layer)  # 1.07e9 + 0.83e9
     assert b["logits"] == pytest.approx(1024 * 32000 * 12)  # one 1,024-token chunk of the head: 0.39e9
-    assert b["total"] == pytest.approx(55.95e9, rel=1e-3) and MEM.fits(b["total"]) == "fits 80 / 141 GB"
+    assert b["total"] == pytest.approx(56.21e9, rel=1e-3) and MEM.fits(b["total"]) == "fits 80 / 141 GB"
     adamw = MEM.memory_estimate(P, L, H, V, tokens=4096, train_dtype="bf16", grad_checkpoint=True)
     assert adamw["optimizer"] == pytest.approx(67.4e9)  # fp32 moments + compensation: 10 bytes; does not fit 80 GB
     assert MEM.fits(adamw["total"]) == "fits 141 GB"
     fp32 = MEM.memory_estimate(P, L, H, V, tokens=4096, optimizer="lion")
     assert fp32["optimizer"] == pytest.approx(26.96e9) and fp32["gathered"] == pytest.approx(13.48e9)  # autocast
-    assert fp32["activations"] == pytest.approx(4096 * 4096 * 34 * 32)  # 18.25e9 without checkpointing
+    autocast = 28 * 4096 + 8 * 11008 + 6 * 4096  # fp32 residual stream and norms: 227,328 bytes, 55.5 a unit
+    assert fp32["activations"] == pytest.approx(4096 * autocast * 32)  # 29.8e9 without checkpointing
     # fp32 weights, bf16 compute; FSDP over 8 GPUs, one 1024-token sequence each, checkpointing
     f = MEM.memory_estimate(P, L, H, V, tokens=1024, world=8, fsdp=True, grad_checkpoint=True)
     assert (f["weights"], f["grads"], f["optimizer"]) == pytest.approx((3.37e9, 3.37e9, 6.74e9))
     # two Blocks of (6.74e9 - 2.62e8) / 32 = 2.02e8 parameters, plus the root's 2.62e8, in bf16: 1.33e9
     assert f["gathered"] == pytest.approx(1.334e9, rel=1e-3)
-    assert f["activations"] == pytest.approx(1024 * 4096 * 2 * 32 + 1024 * 4096 * 34)  # 2.68e8 + 1.43e8
-    assert f["total"] == pytest.approx(15.62e9, rel=1e-3) and MEM.fits(f["total"]) == "fits 24 / 40 / 80 / 141 GB"
+    assert f["activations"] == pytest.approx(1024 * 4096 * 4 * 32 + 1024 * autocast)  # fp32 Block inputs + one Block
+    assert f["total"] == pytest.approx(15.98e9, rel=1e-3) and MEM.fits(f["total"]) == "fits 24 / 40 / 80 / 141 GB"
     assert MEM.memory_estimate(P, L, H, V, 1024, world=8, fsdp=True, grad_accum=4)["grads"] == pytest.approx(26.96e9)
     # the same with DDP: everything whole on every GPU, plus DDP's buckets and autocast's bf16 copies: 153 GB
     d = MEM.memory_estimate(P, L, H, V, tokens=1024, world=8)
     assert (d["weights"], d["grads"], d["ddp_buckets"], d["optimizer"], d["gathered"]) == \
         pytest.approx((26.96e9, 26.96e9, 26.96e9, 53.92e9, 13.48e9))
-    assert d["total"] == pytest.approx(153.2e9, rel=1e-3) and MEM.fits(d["total"]).startswith("fits none")
+    assert d["total"] == pytest.approx(156.1e9, rel=1e-3) and MEM.fits(d["total"]).startswith("fits none")
     # Llama-3's 128k vocabulary: the head's chunk is 1.6 GB, where (B, T, V) logits at 64 x 1,024 would be 100 GB
     big = MEM.memory_estimate(P, L, H, 128256, tokens=64 * 1024)
     assert big["logits"] == pytest.approx(1024 * 128256 * 12)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_saved_activation_bytes_match_what_backward_keeps(arch):
+    """memory.SAVED against the bytes autograd actually saves (saved-tensor hooks, each storage once, parameters
+    and their autocast copies left out by taking the growth per token), per layer (3 layers minus 1), for each
+    compute mode; CPU bf16 autocast casts the same ops as CUDA's (linear, SDPA)."""
+    import torch
+
+    def saved(c, weights, autocast, T):
+        torch.manual_seed(0)
+        m = M.GPT(c).to(weights).train()
+        x = torch.randint(0, c.vocab_size, (2, T))
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        params = {p.untyped_storage().data_ptr() for p in m.parameters()}
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            m(x, targets=x)
+        return sum(v for p, v in seen.items() if p not in params)
+
+    for C, I, H, kv_heads in ((128, 256, 4, 4), (128, 512, 4, 2)):
+        kv_heads = kv_heads if arch == "llama" else H
+        cfgs = [M.Config(arch=arch, vocab_size=64, n_layer=n, n_head=H, n_kv_head=kv_heads, n_embd=C,
+                         intermediate_size=I) for n in (1, 3)]
+        for mode, weights, autocast in (("fp32", torch.float32, False), ("bf16", torch.bfloat16, False),
+                                        ("autocast", torch.float32, True)):
+            per_layer = [(saved(cfgs[1], weights, autocast, T) - saved(cfgs[0], weights, autocast, T)) / 2
+                         for T in (64, 128)]
+            measured = (per_layer[1] - per_layer[0]) / (2 * 64)  # bytes a token and layer
+            kv = kv_heads * C // H if arch == "llama" else 0
+            assert MEM.saved_bytes(arch, C, I, kv, mode) == pytest.approx(measured, rel=0.02), (mode, C, I, kv)
 
 
 def test_resume_refuses_an_optimizer_state_of_the_other_parallel_mode():

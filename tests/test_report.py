@@ -147,6 +147,28 @@ def test_a_fresh_checkout_resumes_from_the_store_without_running_anything(tiny, 
     assert stored["machine"]["torch"] == torch.__version__ and stored["machine"]["cpu"]  # where the run was made
 
 
+def test_results_from_another_machine_are_kept_with_a_warning_and_the_report_says_so(tiny, tmp_path, capsys):
+    cfg, _ = tiny
+    assert "Mixed machines" not in open(os.path.join(cfg.out_dir, "REPORT.md")).read()  # one machine made it all
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out_dir, out)
+    p = out / "store" / "pi_lo_s0.json"
+    stored = json.load(open(p))
+    stored["machine"] = {**stored["machine"], "cpu": "Other CPU 9000", "threads": 7}
+    json.dump(stored, open(p, "w"))
+    before = json.load(open(out / "results.json"))
+    capsys.readouterr()
+    RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, plots=False, device="cpu"))
+    said = capsys.readouterr().out
+    assert "warning" in said and "1 result(s) made elsewhere (1 on Other CPU 9000, kernels" in said
+    report = open(out / "REPORT.md").read()
+    n = len([f for f in os.listdir(out / "store") if f.endswith(".json") and not f.startswith("_")])
+    assert f"made on 2 machines ({n - 1} on {RP.machine_label(RP.machine())}; 1 on Other CPU 9000" in report
+    after = json.load(open(out / "results.json"))  # reused as stored: nothing was rerun
+    assert json.dumps(after["sections"]) == json.dumps(before["sections"])
+    assert RP.mixed_machines_note({"a": 3}) == "" and RP.machine_label(None) == "not recorded"
+
+
 def test_an_invocation_stopped_midway_keeps_its_wall_clock(tmp_path):
     """store/_invocations.json is rewritten as an invocation runs: what a killed one leaves (read before stop()) is
     its time so far, to within the beat; the next invocation adds an entry instead of overwriting it."""

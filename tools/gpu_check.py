@@ -30,16 +30,16 @@ Sections, in order (each one's numbers and the reason for every skip are in the 
                   which every id is a stop id, so it decodes sync_every = 8 steps only) / 56: prefill, setup and
                   compilation cancel out. Floor = (bytes of the weights a step reads (all but the input
                   embedding) + the KV cache, every slot's L = 319 columns) / the copy bandwidth; ratio = ms / floor
-                  (issue target: <= 1.5 at batch 64 with compile). Rows run batch 64 first, eager before compiled
-                  at each batch size, so a timeout costs the batch-1 compiled rows first. Compiled rows also record
-                  the compile time, dynamo's graph-break and CUDA-graph-skip counters and whether their greedy
+                  (issue target: <= 1.5 at batch 64 with compile). Every eager row runs first (batch 64, then 1),
+                  then the compiled ones in the same order, so a timeout costs compiled rows only. Compiled
+                  rows also record the compile time, dynamo's graph-break and CUDA-graph-skip counters and whether their greedy
                   tokens equal the eager ones.
   5. train        common.train_step (the training scripts' step: the completion loss through model(targets=...),
                   one micro-batch of 4 x 1024 tokens, every token a target) with common.make_optimizer, for the
                   settings in TRAIN_RUNS; each 7B setting runs only if memory.memory_estimate says it fits 90% of
                   the device (else skipped, with the estimate). Peak torch.cuda.max_memory_allocated over a first
-                  step and two timed ones against the estimate for the same settings; MFU = 6 x parameters x
-                  tokens / step time / the measured GEMM rate (hardware MFU 8x with checkpointing's recompute).
+                  step and two timed ones against the estimate for the same settings; MFU = 6 x matmul parameters (all
+                  but an untied input embedding) x tokens / step time / the measured GEMM rate (hardware MFU 8x with checkpointing's recompute).
   6. fsdp         one rank, a process group of its own ("cpu:gloo,cuda:nccl" as parallel.setup_dist makes it; gloo on
                   CPU): a 110M Llama sharded per Block then at the root as parallel.prepare_model does, against the
                   same model unsharded: a no-grad forward, one common.train_step of two micro-batches (gradient
@@ -448,8 +448,8 @@ def section_decode(cfg, part):
     floors = measured(cfg)
     part.data.update(copy_GBps=floors["copy_Bps"] / 1e9, floors_from=floors["source"])
     models = {}  # shape -> model, and (tokens, shape, batch) -> the eager call's tokens
-    for B in cfg.batches:  # eager rows first at each batch size: a timeout during a compile costs compiled rows
-        for compile_ in (False, True):
+    for compile_ in (False, True):  # every eager row first: a timeout during a compile costs compiled rows only
+        for B in cfg.batches:
             for name in cfg.shapes:
                 row = dict(shape=name, batch=B, compile=compile_)
                 if compile_ and not is_cuda(cfg):
@@ -477,6 +477,7 @@ def decode_row(cfg, models, name, B, compile_, bandwidth):
     kw = dict(batch_size=B, compile=compile_, kv_budget_bytes=kv, sync_every=SYNC, dtype=torch.bfloat16)
     if compile_:
         torch._dynamo.reset()  # a fresh static graph for this shape and batch (no automatic-dynamic recompile)
+        torch._dynamo.utils.counters.clear()  # reset() keeps them: each row counts its own breaks and skips
         with contextlib.suppress(Exception):
             torch._logging.set_logs(perf_hints=True)  # why CUDA graphs were skipped, if they were (stderr)
     out, first = bench.timed(lambda: sampler.generate(m, prompts, N, **kw), dev)  # warm-up (and compile)
@@ -527,7 +528,8 @@ def train_row(cfg, name, train_dtype, optimizer, ckpt, floors):
     dev, cuda, c = cfg.device, is_cuda(cfg), shape(cfg, name)
     (B, T), n = size(cfg, "train"), n_params(c)
     est = memory.memory_estimate(n, c.n_layer, c.n_embd, c.vocab_size, B * T, optimizer=optimizer,
-                                 train_dtype=train_dtype, cuda=cuda, grad_checkpoint=ckpt)
+                                 train_dtype=train_dtype, cuda=cuda, grad_checkpoint=ckpt, arch=c.arch,
+                                 mlp_dim=c.intermediate_size, kv_dim=c.n_kv_head * c.head_dim)
     have = device_memory(cfg)
     row = dict(params=n, tokens=B * T, estimate_bytes=est["total"], estimate={k: v for k, v in est.items()
                if k != "total"}, estimate_fits=memory.fits(est["total"]), device_bytes=have)
@@ -555,7 +557,7 @@ def train_row(cfg, name, train_dtype, optimizer, ckpt, floors):
     t = min(bench.timed(step, dev)[1] for _ in range(2))
     peak = torch.cuda.max_memory_allocated(dev) if cuda else cpu_peak_bytes
     compute = "bfloat16" if cuda or train_dtype == "bf16" else "float32"  # the dtype the matmuls run in
-    flops = 6 * n * toks
+    flops = 6 * (n - (0 if c.tie_embeddings else c.vocab_size * c.n_embd)) * toks  # an embedding lookup is no matmul
     row.update(loss=loss, loss_at_init_ln_V=math.log(c.vocab_size), first_step_s=first, step_s=t,
                tokens_per_s=toks / t, peak_bytes=peak, peak_over_estimate=peak / est["total"],
                mfu=flops / t / floors["gemm"][compute], mfu_hw=flops * (8 / 6 if ckpt else 1) / t / floors["gemm"][
