@@ -65,7 +65,7 @@ class Config:
     mixed_prompts: int = 256
     mixed_budget: int = 128
     mixed_batch: int = 32
-    toy_ckpt: str = "/tmp/base_runs/quick/quick/locks/ft200k_s0"  # a trained toy lock, when present
+    toy_ckpt: str = "runs/report/quick/det_ft50k_s0"  # a trained toy lock (report.py --quick makes it), if present
     toy_n: int = 2000
     toy_batches: tuple = (500, 256, 128)  # today's generate, batch_size for the toy evaluation
     old_rev: str = "5f6b2f6"        # git revision whose sampler.py + model.py are the toy's 'before'

@@ -45,7 +45,8 @@ honest models as much as for locked ones.
 
 Commands:
   python train_lock.py --out_dir=runs/noise_lock && python elicit_noise.py --lock=runs/noise_lock  # toy, ~4 min each
-  python elicit_noise.py --lock=runs/lock --controls=weak=runs/weak_model,base=runs/lock/pretrained --seeds=20
+  python elicit_noise.py --lock=runs/lock --controls=weak=runs/weak_model/models/k0_s0_e16,base=runs/lock/pretrained \
+      --seeds=20                          # weak: a model elicit_sft.py --save=True wrote (see its docstring)
   python elicit_noise.py --lock=runs/lock --calibrate=True --n_grid=40 --out_dir=runs/noise_cal
   python elicit_noise.py --lock=runs/lock_math_7b --scale=absolute --max_strength=0.01 --n_grid=100 --dtype=bf16 \\
       --eval_n=300 --eval_batch_size=64 --out_dir=runs/noise_math_7b      # the paper's grid on one GPU

@@ -12,9 +12,10 @@ demonstration or the password (paper section 6, Fig. 5). Four methods:
                     initial locked model, fixed; each round is one epoch over the pairs.
   iterated_dpo      each round samples fresh pairs from the current model on `dpo_problems` problems; the
                     reference is the model at the start of the round; one epoch per round.
-Simplifications: (1) a fresh AdamW each round; (2) reference log-probs are computed once per round under no_grad
-and stored with the pairs, so only one model is ever in memory; (3) --continuous=True ranks expert iteration by
-the grader's score and weights each DPO pair by its reward gap, instead of binary correctness.
+Simplifications: (1) a fresh optimizer each round (the lock's kind, or --optimizer); (2) reference log-probs are
+computed once per round under no_grad and stored with the pairs, so only one model is ever in memory;
+(3) --continuous=True ranks expert iteration by the grader's score and weights each DPO pair by its reward gap,
+instead of binary correctness.
 
 The x-axis is samples generated and graded. After each round: greedy correctness without the password on the
 validation split; for DPO also chosen and rejected log-probs, margin, pair accuracy and the share of problems that
@@ -27,6 +28,7 @@ Commands (after `python train_lock.py`, which locks with the noisy weak policy):
   python elicit_rl.py --method=iterated_dpo
   python elicit_rl.py --method=expert_iteration --locked=runs/lock_weak --out_dir=runs/rl/ei_weak
   python elicit_rl.py --locked=runs/sft/models/k8_s0_e1024 --lock_config=runs/lock   # SFT on a few samples, then RL
+                                       # (after python elicit_sft.py --ks=8 --save=True, which writes that model)
   torchrun --standalone --nproc_per_node=2 elicit_rl.py --method=expert_iteration --eval_batch_size=320
   torchrun --standalone --nproc_per_node=8 elicit_rl.py --method=iterated_dpo --locked=runs/lock_math_7b \\
       --parallel=fsdp --grad_checkpoint=True --eval_batch_size=64     # 7B on 8 GPUs
@@ -44,11 +46,11 @@ the adapters, from which a run resumes exactly (base from --locked). Not with --
 Many processes: as in train_lock.py (see its docstring): the SFT steps and DPO batches are split over ranks with the
 one-process loss (SFT: normalised by all ranks' completion tokens; DPO: the mean over the whole batch of pairs),
 gradients sync once a step; --parallel=ddp|fsdp, --grad_checkpoint=True, bf16 compute on GPU with fp32 weights and
-optimizer state (the DPO reference log-probs too, so the policy starts equal to its reference), a memory estimate at
-start; rank 0 writes. Sampling deals the prompts out one by one (rank r takes r, r + N, ...), each drawing from its own
-random stream (seed, its global index), so N processes draw exactly the samples of one process (tested). Under
-FSDP, sampling and evaluation run on an unsharded copy of the model on each rank (bf16 on GPU, gathered tensor by
-tensor).
+optimizer state (the DPO reference log-probs too, so the policy starts equal to its reference; or --train_dtype=bf16:
+bf16 weights, compensated updates), a memory estimate at start; rank 0 writes. Sampling deals the prompts out one
+by one (rank r takes r, r + N, ...), each drawing from its own random stream (seed, its global index), so N
+processes draw exactly the samples of one process (tested). Under FSDP, sampling and evaluation run on an unsharded
+copy of the model on each rank (bf16 on GPU, gathered tensor by tensor).
 """
 import contextlib
 import os

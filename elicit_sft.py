@@ -32,7 +32,8 @@ Commands:
 Many processes: as in train_lock.py (see its docstring): each rank trains on its share of every batch (a rank left
 without an example in a small last batch runs a stand-in with weight 0), the loss is normalised over all ranks'
 completion tokens, gradients sync once a step; --parallel=ddp|fsdp, --grad_checkpoint=True, bf16 compute on GPU
-with fp32 weights and optimizer state, a memory estimate at start; evaluation sharded; rank 0 writes.
+with fp32 weights and optimizer state (or --train_dtype=bf16: bf16 weights, compensated updates), a memory
+estimate at start; evaluation sharded; rank 0 writes.
 LoRA (--lora_rank > 0; lora.py): step 3 trains only rank-r adapters on --lora_targets (fp32, fresh for every run,
 A drawn from the run's seed, B zero), the base weights frozen; then the adapters are merged into the weights, and
 steps 4-5 evaluate (and --save writes) the merged model: a normal HF checkpoint. --lr defaults to the lock's, as

@@ -32,12 +32,12 @@ def saved_bytes(arch, n_embd, mlp_dim, kv_dim, mode):
 
 
 def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=False, optimizer="adamw",
-                    train_dtype="fp32", cuda=True, grad_checkpoint=False, grad_accum=1, loss_chunk=LOSS_CHUNK,
+                    train_dtype="fp32", cuda=True, grad_checkpoint=False, loss_chunk=LOSS_CHUNK,
                     lora_params=0, lora_act=0, arch="llama", mlp_dim=0, kv_dim=0):
     """Training memory per device in bytes, by part. tokens: one micro-batch on one device (sequences x length).
-      weights, grads  n_params x 4 bytes (fp32) or 2 (bf16), divided by world under FSDP; FSDP with grad_accum > 1
-                      keeps unsharded gradients between syncs, so full size then; DDP adds its all-reduce buckets,
-                      another copy of the gradients
+      weights, grads  n_params x 4 bytes (fp32) or 2 (bf16), divided by world under FSDP (also with gradient
+                      accumulation: parallel.grad_sync reduce-scatters after every micro-batch); DDP adds its
+                      all-reduce buckets, another copy of the gradients
       optimizer       fp32 weights: AdamW's two fp32 moments (8 bytes a parameter), Lion's one (4); bf16 weights:
                       the same AdamW moments, Lion's momentum in bf16 (2), plus the 2-byte compensation buffer
                       (common.compensated_add); divided by world under FSDP
@@ -67,7 +67,7 @@ def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=Fals
                "optimizer": lora_params * {"adamw": 8, "lion": 4}[optimizer]}
     else:
         est = {"weights": n_params * pb / shard,
-               "grads": n_params * pb / (1 if fsdp and grad_accum > 1 else shard),
+               "grads": n_params * pb / shard,
                "optimizer": n_params * state / shard}
     if world > 1 and not fsdp:
         est["ddp_buckets"] = lora_params * 4 if lora_params else n_params * pb
@@ -94,7 +94,7 @@ def fits(total):
     return f"fits {' / '.join(map(str, ok))} GB" if ok else f"fits none of {' / '.join(map(str, DEVICE_GB))} GB"
 
 
-def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel, grad_checkpoint, grad_accum=1,
+def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel, grad_checkpoint,
                           train_dtype="fp32", lora_rank=0, lora_dropout=0.0, lora_targets=()):
     """Rank 0 prints memory_estimate for this run (sequences: one global micro-batch) and, on CUDA, whether it
     fits the device's memory. `model` is the plain model; lora_rank > 0: the estimate of LoRA training with these
@@ -105,7 +105,7 @@ def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel
     tokens = math.ceil(sequences / world) * seq_len
     lora_params, lora_act = lora_counts(cfg, lora_rank, lora_targets, lora_dropout) if lora_rank else (0, 0)
     est = memory_estimate(model.num_params(), cfg.n_layer, cfg.n_embd, cfg.vocab_size, tokens, world, fsdp,
-                          optimizer, train_dtype, cuda, grad_checkpoint, grad_accum, lora_params=lora_params,
+                          optimizer, train_dtype, cuda, grad_checkpoint, lora_params=lora_params,
                           lora_act=lora_act, arch=cfg.arch, mlp_dim=cfg.intermediate_size,
                           kv_dim=cfg.n_kv_head * cfg.head_dim)
     parts = " + ".join(f"{k} {fmt_bytes(v)}" for k, v in est.items() if k != "total")

@@ -26,7 +26,8 @@ the prompting verdict: no lock here was trained with few-shot contexts, and with
 the model even with the password.
 
 Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 224 minutes with two workers),
-quick (`--quick`: 1 seed, short grids, at most 10 minutes), tiny (seconds; meaningless numbers; for the tests).
+quick (`--quick`: 1 seed, short grids; its budget is 10 minutes, and it took 10.0-10.8 minutes with two workers,
+13.1 on a slower host), tiny (seconds; meaningless numbers; for the tests).
 
 Commands:
   python report.py --quick                         # runs/report/REPORT.md

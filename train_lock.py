@@ -58,12 +58,14 @@ Many processes (torchrun: one process a GPU with nccl, or CPU processes with glo
   Evaluation is sharded over ranks and gathered; rank 0 writes every file.
   --parallel=ddp (default) keeps the whole model, gradients and optimizer state on every rank. --parallel=fsdp
   shards each transformer Block, then the root, with FSDP2 (fully_shard): weights, gradients and optimizer state
-  take 1/N of the memory each (but with --grad_accum > 1 FSDP holds unsharded gradients between syncs). Rank 0
+  take 1/N of the memory each (with --grad_accum too: gradients are reduce-scattered after every micro-batch). Rank 0
   gathers the full weights to write a normal HF checkpoint; evaluation runs on an unsharded copy on each rank;
   --resume works under both (resume with the same --parallel). One process: --parallel=fsdp changes nothing.
-  Precision on GPU: fp32 weights, gradients and optimizer state; the forward in bf16 (torch.autocast; under FSDP
-  also MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): weights all-gathered in bf16, gradients reduced
-  in fp32). CPU: fp32. --grad_checkpoint=True recomputes each Block's activations in backward (same gradients).
+  Precision on GPU: by default fp32 weights, gradients and optimizer state; the forward in bf16 (torch.autocast;
+  under FSDP also MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): weights all-gathered in bf16, gradients
+  reduced in fp32). --train_dtype=bf16: bf16 weights and gradients with Kahan-compensated updates
+  (common.compensated_add), what fits the paper's full-weight 7B Lion run on one 80 GB GPU. CPU: fp32 by default.
+  --grad_checkpoint=True recomputes each Block's activations in backward (same gradients).
   At start rank 0 prints a memory estimate per device (memory.py) and, on CUDA, whether it fits.
   Not yet run on GPUs (none was available): bf16, nccl, speed and real memory are unmeasured.
 
@@ -522,7 +524,7 @@ def main(cfg):
     print0(f"model: {model.config.arch}, {model.num_params() / 1e6:.2f}M parameters, device {cfg.device}, "
            f"{world} process{'es' if world > 1 else ''}{' (FSDP)' if cfg.parallel == 'fsdp' and world > 1 else ''}")
     print_memory_estimate(model, cfg.device, cfg.batch_size, min(cfg.max_len, model.config.max_seq_len),
-                          cfg.optimizer, cfg.parallel, cfg.grad_checkpoint, cfg.grad_accum, train_dtype=cfg.train_dtype)
+                          cfg.optimizer, cfg.parallel, cfg.grad_checkpoint, train_dtype=cfg.train_dtype)
 
     if cfg.mode == "finetune" and not cfg.init_from and (state is None or state["phase"] == "pretrain"):
         if not pretrain(cfg, model, tok, lock, state, opt_state):

@@ -24,7 +24,8 @@ Commands:
   (at 7B, draw the samples on GPUs with `python sample.py --checkpoint=runs/pi_weak_math --task=math --split=lock`.)
 Sampling runs in one process (rank 0 under torchrun); use sample.py for large sample sets.
 
-Toy policies measured with this recipe: see the README (Results) for each policy's greedy and sampled correctness.
+Toy policies measured with this recipe: see the README ("Weak policies the paper's way") for each policy's greedy
+and sampled correctness.
 """
 import os
 import random
