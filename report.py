@@ -1368,6 +1368,16 @@ def store_machines(store):
     return dict(counts)
 
 
+def machines_note(counts):
+    """REPORT.md's sentence on where the stored results were made (the writing invocation may be elsewhere)."""
+    if len(counts) == 1:
+        (label, n), = counts.items()
+        if label == "not recorded":
+            return f"**Machine:** the {n} stored results predate the machine record (results stored now keep it)."
+        return f"**Machine:** all {n} stored results were made on {label}."
+    return mixed_machines_note(counts)
+
+
 def mixed_machines_note(counts):
     """The report's sentence when the stored results come from more than one machine, else ""."""
     if len(counts) < 2:
@@ -1399,15 +1409,15 @@ def write_report(cfg, scale, R, results, plots, wall, note, stem=""):
     lines = [f"# locksmith: the paper's findings on the toy task, tested as the paper tested them ({scale} run)", "",
              f"`python report.py{flag} --out_dir={cfg.out_dir}` at commit {git_commit()}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {platform.machine()} with "
-             f"{os.cpu_count()} CPU cores ({machine()['cpu']}, torch kernels {machine()['kernels']}), "
-             f"device {cfg.device}.", "",
+             f"{os.cpu_count()} CPU cores (this invocation: {machine()['cpu']}, torch kernels "
+             f"{machine()['kernels']}), device {cfg.device}.", "",
              f"**Compute:** {sum(R.seconds.values()) / 60:.1f} minutes summed over the {len(R.seconds)} runs when "
              f"each ran; {sum(R.invocations) / 60:.1f} minutes over {len(R.invocations)} invocation(s) of report.py "
              f"(this one {wall / 60:.1f}). Units: {len(S['seeds'])} independent locks per kind "
              f"({len(S['sec7_seeds'])} for section 7): each seed has its own pi_strong_base, policies and locks. "
              "Numbers are greedy correctness on validation problems; ± is the standard error over units; intervals "
              f"are {LEVEL:.0%} bootstrap percentile intervals over units (stats.py)." + (f" {note}" if note else ""),
-             ""] + ([mixed, ""] if (mixed := mixed_machines_note(store_machines(R.store))) else []) + \
+             ""] + ([where, ""] if (where := machines_note(store_machines(R.store))) else []) + \
             ["| section | verdict |", "|---|---|"]
     lines += [f"| {name} | {r['verdict']['result']} |" for name, r in results.items()]
     lines.append("")

@@ -134,7 +134,8 @@ def test_a_fresh_checkout_resumes_from_the_store_without_running_anything(tiny, 
     committed) the report is rebuilt from the stored results, with the same numbers and no run. A stored result made
     on another machine is kept as it is, with a warning at start, and REPORT.md says that it mixes machines."""
     cfg, root = tiny
-    assert "Mixed machines" not in open(os.path.join(cfg.out_dir, "REPORT.md")).read()  # one machine made it all
+    made = open(os.path.join(cfg.out_dir, "REPORT.md")).read()
+    assert "Mixed machines" not in made and f"stored results were made on {RP.machine_label(RP.machine())}." in made
     out = tmp_path / "out"
     shutil.copytree(cfg.out_dir, out)
     before = json.load(open(out / "results.json"))
@@ -156,6 +157,7 @@ def test_a_fresh_checkout_resumes_from_the_store_without_running_anything(tiny, 
     assert f"made on 2 machines ({n - 1} on {RP.machine_label(RP.machine())}; 1 on Other CPU 9000" in \
         open(out / "REPORT.md").read()
     assert RP.mixed_machines_note({"a": 3}) == "" and RP.machine_label(None) == "not recorded"
+    assert "predate the machine record" in RP.machines_note({"not recorded": 5})
 
 
 def test_an_invocation_stopped_midway_keeps_its_wall_clock(tmp_path):
