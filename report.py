@@ -1360,11 +1360,14 @@ def machine_label(m):
 
 
 def store_machines(store):
-    """{machine label: number of stored results} over the run results in `store` (files not starting with _)."""
+    """{machine label: number of stored results} over the run results in `store` (JSON files whose names do not
+    start with _, in it and in its folders such as rl_pi_lo_s0/, not in _claims/)."""
     counts = collections.Counter()
-    for f in sorted(os.listdir(store)) if os.path.isdir(store) else []:
-        if f.endswith(".json") and not f.startswith("_"):
-            counts[machine_label(read_json(os.path.join(store, f)).get("machine"))] += 1
+    for folder, dirs, files in os.walk(store):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("_"))
+        for f in sorted(files):
+            if f.endswith(".json") and not f.startswith("_"):
+                counts[machine_label(read_json(os.path.join(folder, f)).get("machine"))] += 1
     return dict(counts)
 
 
