@@ -14,10 +14,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures", "llama_gqa_untied")
 
 
-def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
 def run_all(*commands):
     """Several independent command lines at once (each is a fresh process, as a user's would be); their results."""
     procs = [subprocess.Popen([sys.executable, *c], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -53,53 +49,70 @@ def ckpt(tmp_path_factory):
     return d
 
 
-def broken_copy(ckpt, tmp_path, name, edit):
-    d = tmp_path / name
+def broken_copy(ckpt, root, name, edit):
+    d = root / name
     shutil.copytree(ckpt, d)
     edit(d)
     return d
 
 
-def sample_cmd(d, tmp_path):
+def sample_cmd(d, out):
     return ("sample.py", f"--checkpoint={d}", f"--prompts={d / 'prompts.jsonl'}",
-            f"--out={tmp_path / 'out.jsonl'}", "--max_new_tokens=2", "--device=cpu", "--dtype=float32")
+            f"--out={out / 'out.jsonl'}", "--max_new_tokens=2", "--device=cpu", "--dtype=float32")
 
 
-def test_missing_and_malformed_jsonl(tmp_path):
-    bad = tmp_path / "bad.jsonl"
+def widen(d):
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["hidden_size"] *= 2
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def truncate(d):
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[:5])
+
+
+@pytest.fixture(scope="module")
+def runs(ckpt, tmp_path_factory):
+    """Every command line of this module, each a fresh process as a user's would be, all started at once (most of
+    each one's time is importing torch): {case: (CompletedProcess, its output folder)}."""
+    root = tmp_path_factory.mktemp("cli")
+    bad = root / "bad.jsonl"
     bad.write_text('{"id": "math/1", "completion": "x"}\n{oops\n')
-    missing = f"--weak_samples={tmp_path / 'missing.jsonl'}"
-    cases = {("train_lock.py", "--task=math", missing): "missing.jsonl: not found",
-             ("train_lock.py", "--task=math", f"--weak_samples={bad}"): "bad.jsonl:2: invalid JSON",
-             ("elicit_sft.py", f"--locked={tmp_path / 'nope'}"): "run `python train_lock.py` first",
-             ("train_lock.py", "--parallel=zero"): "--parallel='zero': use one of ddp, fsdp"}
-    for r, want in zip(run_all(*cases), cases.values()):
-        one_line_error(r, want)
+    cases = {"missing_jsonl": ("train_lock.py", "--task=math", f"--weak_samples={root / 'missing.jsonl'}"),
+             "bad_jsonl": ("train_lock.py", "--task=math", f"--weak_samples={bad}"),
+             "no_lock": ("elicit_sft.py", f"--locked={root / 'nope'}"),
+             "bad_choice": ("train_lock.py", "--parallel=zero")}
+    outs = {}
+    for name, edit in (("control", None), ("badcfg", lambda d: (d / "config.json").write_text("{not json")),
+                       ("badshape", widen), ("truncated", truncate)):
+        d = ckpt if edit is None else broken_copy(ckpt, root, name, edit)
+        outs[name] = root / f"out_{name}"
+        outs[name].mkdir()
+        cases[name] = sample_cmd(d, outs[name])
+    return {name: (r, outs.get(name)) for name, r in zip(cases, run_all(*cases.values()))}
 
 
-def test_a_working_sample_command_is_the_control(ckpt, tmp_path):
-    r = run(*sample_cmd(ckpt, tmp_path))
+def test_missing_and_malformed_jsonl(runs):
+    want = {"missing_jsonl": "missing.jsonl: not found", "bad_jsonl": "bad.jsonl:2: invalid JSON",
+            "no_lock": "run `python train_lock.py` first", "bad_choice": "--parallel='zero': use one of ddp, fsdp"}
+    for name, text in want.items():
+        one_line_error(runs[name][0], text)
+
+
+def test_a_working_sample_command_is_the_control(runs):
+    r, out = runs["control"]
     assert r.returncode == 0, r.stderr
-    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
+    assert len((out / "out.jsonl").read_text().splitlines()) == 1
 
 
-def test_malformed_config_json(ckpt, tmp_path):
-    d = broken_copy(ckpt, tmp_path, "badcfg", lambda d: (d / "config.json").write_text("{not json"))
-    one_line_error(run(*sample_cmd(d, tmp_path)), "config.json: malformed JSON")
+def test_malformed_config_json(runs):
+    one_line_error(runs["badcfg"][0], "config.json: malformed JSON")
 
 
-def test_tensor_of_the_wrong_shape(ckpt, tmp_path):
-    def widen(d):
-        cfg = json.loads((d / "config.json").read_text())
-        cfg["hidden_size"] *= 2
-        (d / "config.json").write_text(json.dumps(cfg))
-    d = broken_copy(ckpt, tmp_path, "badshape", widen)
-    one_line_error(run(*sample_cmd(d, tmp_path)), "badshape: tensor 'model.embed_tokens.weight' has shape")
+def test_tensor_of_the_wrong_shape(runs):
+    one_line_error(runs["badshape"][0], "badshape: tensor 'model.embed_tokens.weight' has shape")
 
 
-def test_truncated_safetensors_names_the_file(ckpt, tmp_path):
-    def truncate(d):
-        data = (d / "model.safetensors").read_bytes()
-        (d / "model.safetensors").write_bytes(data[:5])
-    d = broken_copy(ckpt, tmp_path, "truncated", truncate)
-    one_line_error(run(*sample_cmd(d, tmp_path)), "model.safetensors")
+def test_truncated_safetensors_names_the_file(runs):
+    one_line_error(runs["truncated"][0], "model.safetensors")
