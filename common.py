@@ -65,7 +65,7 @@ def _convert(key, val, typ):
     if tuple in allowed:  # --ks=4, --ks=[4,16], --ks=4,16 and --sections=decode,mixed all give tuples
         if isinstance(parsed, str):
             parsed = tuple(_literal(v) for v in val.split(",") if v)
-        elif not isinstance(parsed, (tuple, dict)):
+        elif parsed is not None and not isinstance(parsed, (tuple, dict)):
             parsed = tuple(parsed) if isinstance(parsed, list) else (parsed,)
     if float in allowed and isinstance(parsed, int) and not isinstance(parsed, bool):
         parsed = float(parsed)

@@ -54,6 +54,8 @@ def test_parse_cli_tuple_fields_take_a_literal_a_single_value_or_a_comma_list():
     assert parse("--names=('a', 'b')").names == ("a", "b")
     with pytest.raises(SystemExit, match=r"--ks='\{1: 2\}' is not a valid"):
         parse("--ks={1: 2}")
+    with pytest.raises(SystemExit, match=r"--ks='None' is not a valid"):
+        parse("--ks=None")
 
 
 def test_parse_cli_bare_flag_only_for_booleans():
