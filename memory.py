@@ -31,6 +31,11 @@ def saved_bytes(arch, n_embd, mlp_dim, kv_dim, mode):
     return a * n_embd + b * mlp_dim + c * kv_dim
 
 
+def shape_of(cfg):
+    """memory_estimate's shape keywords for a model.Config: family, MLP width, key/value width."""
+    return dict(arch=cfg.arch, mlp_dim=cfg.intermediate_size, kv_dim=cfg.n_kv_head * cfg.head_dim)
+
+
 def memory_estimate(n_params, n_layer, n_embd, vocab, tokens, world=1, fsdp=False, optimizer="adamw",
                     train_dtype="fp32", cuda=True, grad_checkpoint=False, loss_chunk=LOSS_CHUNK,
                     lora_params=0, lora_act=0, arch="llama", mlp_dim=0, kv_dim=0):
@@ -106,8 +111,7 @@ def print_memory_estimate(model, device, sequences, seq_len, optimizer, parallel
     lora_params, lora_act = lora_counts(cfg, lora_rank, lora_targets, lora_dropout) if lora_rank else (0, 0)
     est = memory_estimate(model.num_params(), cfg.n_layer, cfg.n_embd, cfg.vocab_size, tokens, world, fsdp,
                           optimizer, train_dtype, cuda, grad_checkpoint, lora_params=lora_params,
-                          lora_act=lora_act, arch=cfg.arch, mlp_dim=cfg.intermediate_size,
-                          kv_dim=cfg.n_kv_head * cfg.head_dim)
+                          lora_act=lora_act, **shape_of(cfg))
     parts = " + ".join(f"{k} {fmt_bytes(v)}" for k, v in est.items() if k != "total")
     how = f"{'fsdp' if fsdp else 'ddp' if world > 1 else 'one process'}{f' x {world}' if world > 1 else ''}, " \
           f"{train_dtype} weights{', bf16 compute' if cuda else ''}, {optimizer}, {tokens} tokens a micro-batch" + \

@@ -1381,14 +1381,18 @@ def machines_note(counts):
     return mixed_machines_note(counts)
 
 
+def per_machine(counts):
+    """"40 on <machine>; 3 on <machine>": stored results per machine, most first."""
+    return "; ".join(f"{n} on {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def mixed_machines_note(counts):
     """The report's sentence when the stored results come from more than one machine, else ""."""
     if len(counts) < 2:
         return ""
-    parts = "; ".join(f"{n} on {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return (f"**Mixed machines:** the stored results were made on {len(counts)} machines ({parts}). A run repeated "
-            "on another CPU model can give other numbers (other summation orders in the kernels), so this report "
-            "is not the output of any one machine.")
+    return (f"**Mixed machines:** the stored results were made on {len(counts)} machines ({per_machine(counts)}). "
+            "A run repeated on another CPU model can give other numbers (other summation orders in the kernels), "
+            "so this report is not the output of any one machine.")
 
 
 @functools.cache
@@ -1533,7 +1537,7 @@ def warn_other_machines(R):
     other = {label: n for label, n in store_machines(R.store).items() if label != here}
     if other:
         print(f"report: warning: {R.store} holds {sum(other.values())} result(s) made elsewhere "
-              f"({'; '.join(f'{n} on {label}' for label, n in other.items())}); this machine is {here}. They are "
+              f"({per_machine(other)}); this machine is {here}. They are "
               "kept, runs made here may give other floats, and REPORT.md will say that it mixes machines.")
 
 

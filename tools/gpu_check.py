@@ -32,14 +32,15 @@ Sections, in order (each one's numbers and the reason for every skip are in the 
                   embedding) + the KV cache, every slot's L = 319 columns) / the copy bandwidth; ratio = ms / floor
                   (issue target: <= 1.5 at batch 64 with compile). Every eager row runs first (batch 64, then 1),
                   then the compiled ones in the same order, so a timeout costs compiled rows only. Compiled
-                  rows also record the compile time, dynamo's graph-break and CUDA-graph-skip counters and whether their greedy
-                  tokens equal the eager ones.
+                  rows also record the compile time, dynamo's graph-break and CUDA-graph-skip counters and
+                  whether their greedy tokens equal the eager ones.
   5. train        common.train_step (the training scripts' step: the completion loss through model(targets=...),
                   one micro-batch of 4 x 1024 tokens, every token a target) with common.make_optimizer, for the
                   settings in TRAIN_RUNS; each 7B setting runs only if memory.memory_estimate says it fits 90% of
                   the device (else skipped, with the estimate). Peak torch.cuda.max_memory_allocated over a first
                   step and two timed ones against the estimate for the same settings; MFU = 6 x matmul parameters (all
-                  but an untied input embedding) x tokens / step time / the measured GEMM rate (hardware MFU 8x with checkpointing's recompute).
+                  but an untied input embedding) x tokens / step time / the measured GEMM rate (hardware MFU
+                  8x with checkpointing's recompute).
   6. fsdp         one rank, a process group of its own ("cpu:gloo,cuda:nccl" as parallel.setup_dist makes it; gloo on
                   CPU): a 110M Llama sharded per Block then at the root as parallel.prepare_model does, against the
                   same model unsharded: a no-grad forward, one common.train_step of two micro-batches (gradient
@@ -528,8 +529,7 @@ def train_row(cfg, name, train_dtype, optimizer, ckpt, floors):
     dev, cuda, c = cfg.device, is_cuda(cfg), shape(cfg, name)
     (B, T), n = size(cfg, "train"), n_params(c)
     est = memory.memory_estimate(n, c.n_layer, c.n_embd, c.vocab_size, B * T, optimizer=optimizer,
-                                 train_dtype=train_dtype, cuda=cuda, grad_checkpoint=ckpt, arch=c.arch,
-                                 mlp_dim=c.intermediate_size, kv_dim=c.n_kv_head * c.head_dim)
+                                 train_dtype=train_dtype, cuda=cuda, grad_checkpoint=ckpt, **memory.shape_of(c))
     have = device_memory(cfg)
     row = dict(params=n, tokens=B * T, estimate_bytes=est["total"], estimate={k: v for k, v in est.items()
                if k != "total"}, estimate_fits=memory.fits(est["total"]), device_bytes=have)
