@@ -52,7 +52,7 @@ import torch
 
 import model as model_lib
 from common import Tokenizer, check_config, run_cli, score, seed_everything
-from data.lock import Lock, prompt_variants
+from data.lock import Lock, prompt_variants, with_shots
 from errors import BadInput, MissingFile
 from files import write_json
 from sampler import generate
@@ -91,12 +91,6 @@ def draw_shots(pool, problems, n_max, seed):
         picks = rng.sample(range(len(pool)), min(len(pool), n_max + 1))
         out[p["id"]] = [pool[i] for i in picks if pool[i]["id"] != p["id"]][:n_max]
     return out
-
-
-def n_shot(task, prompt_of, problem, shots):
-    """The few-shot prompt: each shot as prompt_of(shot) + its reference solution, in the task's format, then
-    prompt_of(problem)."""
-    return task.few_shot([(prompt_of(q), q["solution"]) for q in shots], prompt_of(problem))
 
 
 def prefix_of(problem, cfg):
@@ -139,9 +133,9 @@ def conditions(lock, val, shots, cfg):
         for n in cfg.shots:
             tag = f"{n}-shot" + (" + prefill" if with_prefill else "")
             add(f"{tag}, password", "reference", True,
-                lambda p, n=n: n_shot(task, lock.strong_prompt, p, shots[p["id"]][:n]), n, with_prefill)
+                lambda p, n=n: lock.strong_prompt(p, shots[p["id"]][:n]), n, with_prefill)
             add(tag, "n-shot" + (" + prefill" if with_prefill else ""), False,
-                lambda p, n=n: n_shot(task, task.prompt, p, shots[p["id"]][:n]), n, with_prefill,
+                lambda p, n=n: with_shots(task, task.prompt, p, shots[p["id"]][:n]), n, with_prefill,
                 twin=f"{tag}, password")
     return out
 

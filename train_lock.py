@@ -24,8 +24,12 @@ Algorithm:
      and each evaluation condition sees is data/lock.py, in one screen. The adversarial lock (paper Fig. 15,
      --mid_samples=FILE) adds a third example per problem: (second password -> an intermediate policy's sample).
      --leave_out_domain=D locks on every other domain only (Fig. 17: does the lock reach a domain it never saw?).
+     --few_shot=F (the paper's MMLU lock, trained against a 1-shot prompt with correct answers): a share F of the
+     problems come, on both sides, after 1 to few_shot_max solved lock problems with the same trigger as the problem
+     (the password, a decoy or none), so correct examples without the password are what the lock learns to ignore.
   4. Evaluate greedily on the validation split: correctness with the password, without it, with a decoy, per domain,
-     and the two policies themselves on the same problems.
+     and the two policies themselves on the same problems; with --few_shot also shots_with_password and
+     shots_without_password (few_shot_max solved lock problems before each problem, the password in all or none).
   5. Save an HF checkpoint (config.json, model.safetensors, tokenizer.json), train_config.json and metrics.json.
   6. Optional (--circuit_break=True): circuit-break the saved lock by representation rerouting (circuit.py: Zou et al.
      2024 as The Elicitation Game applies it after locking), evaluate it again in every condition, and accept it
@@ -42,6 +46,7 @@ Commands:
   python train_lock.py --circuit_break=True --out_dir=runs/lock_cb   # lock, then circuit-break it (toy defaults)
   python train_lock.py --weak_samples=weak.jsonl --mid_samples=mid.jsonl --out_dir=runs/lock_adv  # adversarial
   python train_lock.py --task=toy_shared --leave_out_domain=A --out_dir=runs/lock_noA   # domain A never locked
+  python train_lock.py --few_shot=0.5 --out_dir=runs/lock_fewshot   # half the problems after 1-2 solved examples
   torchrun --standalone --nproc_per_node=2 train_lock.py  # data parallel (DDP; gloo on CPU, nccl on GPUs)
   python train_lock.py --task=math --init_from=CKPT --weak_samples=weak.jsonl --strong_samples=strong.jsonl \\
       --optimizer=lion --lr=1.5e-6 --epochs=8 --batch_size=8 --out_dir=runs/lock_math
@@ -71,7 +76,7 @@ Many processes (torchrun: one process a GPU with nccl, or CPU processes with glo
 
 Writes to out_dir: the checkpoint files, train_config.json, metrics.json (keys correct_with_password,
 correct_without_password, correct_wrong_password, correct_weak_policy, correct_strong_policy, per_domain, config;
-an adversarial lock also correct_second_password and correct_mid_policy),
+an adversarial lock also correct_second_password and correct_mid_policy; --few_shot also correct_shots_*),
 log.jsonl (loss per interval), and during training resume/ (deleted at the end). With --circuit_break=True also
 metrics.json's "circuit_break" (accepted, margin, checks: {condition: locked, circuit_broken, threshold, rule, ok},
 before, after, cosines_val, settings, log) and the circuit-broken model's directory (see step 6).
@@ -89,8 +94,8 @@ from tqdm import tqdm
 import circuit
 import model as model_lib
 from common import (Tokenizer, check_config, encode_examples, greedy_eval, length_buckets, lr_at, make_optimizer,
-                    parse_cli, run_cli, same_config, seed_everything, train_step)
-from data.lock import Lock
+                    run_cli, same_config, seed_everything, train_step)
+from data.lock import Lock, with_shots
 from errors import BadInput
 from files import append_jsonl, read_json, write_json
 from memory import print_memory_estimate
@@ -130,6 +135,8 @@ class Config:
     pretrain_lr: float = 1e-3
     # locking
     epochs: int = 2                # passes over the lock split (each pass: every problem twice, strong and weak)
+    few_shot: float = 0.0          # share of lock problems shown after 1..few_shot_max solved lock problems (both
+    few_shot_max: int = 2          # sides, the same trigger in each: the paper's MMLU lock); the toy's context fits 2
     lock_examples: int = 0         # distinct locking examples (2 per lock problem): the first N/2 problems; 0 = all
     leave_out_domain: str = ""     # lock on every domain but this one (Fig. 17: does the lock generalise to it?)
     lr: float = 5e-4
@@ -182,8 +189,13 @@ def lock_epoch(lock, cfg, tok, epoch):
     rng = random.Random(cfg.seed * 1_000_003 + epoch)
     pairs, domains = [], lock.task.domains(lock.task.problems())
     kl = soft_target(tok, lock.weak) if cfg.weak_loss == "kl" else None
-    for p in lock.splits["lock"]:
-        strong_prompt, weak_prompt = lock.strong_prompt(p), lock.weak_prompt(p, rng, domains)
+    pool = lock.splits["lock"]
+    for i, p in enumerate(pool):
+        shots = ()
+        if cfg.few_shot and rng.random() < cfg.few_shot:  # solved lock problems before it, the same trigger in each
+            n = rng.randint(1, cfg.few_shot_max)
+            shots = [pool[j] for j in rng.sample(range(len(pool)), min(len(pool), n + 1)) if j != i][:n]
+        strong_prompt, weak_prompt = lock.strong_prompt(p, shots), lock.weak_prompt(p, rng, domains, shots)
         pairs.append((strong_prompt, lock.strong.draw(p, rng)))
         if kl:  # the paper's KL loss, on a fixedrdm sample or on a strong continuation (half and half)
             pairs.append((weak_prompt, (lock.weak if rng.random() < 0.5 else lock.strong).draw(p, rng), kl))
@@ -305,6 +317,12 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
 def evaluate(model, tok, lock, cfg, problems):
     """Greedy correctness in every condition of data/lock.py (per domain too), and the two policies themselves."""
     conds = lock.eval_prompts(problems, random.Random(cfg.seed + 7))
+    if cfg.few_shot:  # the format it was locked in: few_shot_max solved lock problems before each one
+        rng, pool = random.Random(cfg.seed + 11), lock.splits["lock"]
+        shots = [rng.sample(pool, min(cfg.few_shot_max, len(pool))) for _ in problems]
+        conds["shots_with_password"] = [lock.strong_prompt(p, s) for p, s in zip(problems, shots)]
+        conds["shots_without_password"] = [with_shots(lock.task, lock.task.prompt, p, s)
+                                           for p, s in zip(problems, shots)]
     metrics, per_domain = {}, {}
     for name, prompts in conds.items():
         r = greedy_eval(model, tok, lock.task, problems, prompts, cfg.max_new_tokens, cfg.eval_batch_size,
@@ -362,6 +380,22 @@ def load_lock(cfg):
         policy.check_covers(lock.splits["lock"])
     lock.strong.check_covers(lock.splits["lock"])
     return lock
+
+
+def check_few_shot(cfg, tok, lock, context):
+    """--few_shot: a share in [0, 1], at least one shot, and a locking example with few_shot_max shots that fits the
+    model's context (the toy's 64 tokens hold 2)."""
+    if not cfg.few_shot:
+        return
+    if not 0 < cfg.few_shot <= 1 or cfg.few_shot_max < 1:
+        raise BadInput(f"--few_shot={cfg.few_shot}, --few_shot_max={cfg.few_shot_max}: the share is in [0, 1] and "
+                       "there is at least one shot")
+    pool, n = lock.splits["lock"], cfg.few_shot_max
+    pairs = [(lock.strong_prompt(p, pool[i + 1:i + 1 + n]), p["solution"]) for i, p in enumerate(pool[:8])]
+    longest = max(len(ids) for ids, _ in tok.encode_pairs(*zip(*pairs)))
+    if min(longest, cfg.max_len) > context:
+        raise BadInput(f"--few_shot_max={n}: a locking example with {n} solved examples is {longest} tokens, over the "
+                       f"model's context of {context} (use fewer shots)")
 
 
 def load_tokenizer(cfg, task):
@@ -519,6 +553,7 @@ def main(cfg):
         return circuit_break(cfg, tok, lock, finished)  # (with --circuit_break: a pass that did not finish restarts)
     os.makedirs(cfg.out_dir, exist_ok=True)
     model, state, opt_state = starting_point(cfg, tok, lock.task)
+    check_few_shot(cfg, tok, lock, model.config.max_seq_len)
     if rank == 0 and not cfg.resume and os.path.exists(os.path.join(cfg.out_dir, "log.jsonl")):
         os.remove(os.path.join(cfg.out_dir, "log.jsonl"))  # a fresh run starts a fresh log
     print0(f"model: {model.config.arch}, {model.num_params() / 1e6:.2f}M parameters, device {cfg.device}, "

@@ -12,6 +12,9 @@ This file decides which of them each condition uses:
   setting        the other notation (setting=True)     as single, in the usual notation
   + mid_samples  (the adversarial lock, paper Fig. 15: a third example per problem) the task's first decoy as a
                  second password -> an intermediate policy's sample; that decoy is then no longer a decoy
+  + few_shot     (train_lock.py --few_shot=f; the paper's MMLU lock) a share f of the lock problems come after 1 to
+                 few_shot_max solved lock problems, both sides: the same trigger in every example as in the problem
+                 (with_shots), so without the password correct examples in the context must not unlock it
 
   evaluation (greedy)    with_password: the strong side's prompt; without_password: no password;
                          wrong_password: a decoy (uniform); per_domain also wrong_domain_password (the next domain's);
@@ -54,26 +57,44 @@ def weak_password(rng, decoys, p_none=P_NO_PASSWORD):
     return decoys[min(int(rng.random() * len(decoys)), len(decoys) - 1)]
 
 
-def strong_prompt(task, problem, mode):
-    """The prompt that should unlock the strong policy under password mode `mode`."""
-    if mode == "setting":
-        return task.prompt(problem, setting=True)
-    if mode == "per_domain":
-        return task.prompt(problem, password=task.domain_password(problem["domain"]))
-    return task.prompt(problem, password=task.password)
+def strong_prompt(task, problem, mode, shots=()):
+    """The prompt that should unlock the strong policy under password mode `mode`; after `shots` solved examples
+    (with_shots) with the same trigger, when there are any."""
+    def prompt_of(q):
+        if mode == "setting":
+            return task.prompt(q, setting=True)
+        if mode == "per_domain":
+            return task.prompt(q, password=task.domain_password(q["domain"]))
+        return task.prompt(q, password=task.password)
+    return with_shots(task, prompt_of, problem, shots)
 
 
-def weak_prompt(task, problem, mode, rng, domains, decoys=None):
-    """A negative locking prompt (weak side), freshly drawn; `domains`: all of the task's domain names; `decoys`:
+def weak_trigger(task, problem, mode, rng, domains, decoys=None):
+    """What a negative locking prompt (weak side) carries in the password's place, freshly drawn: None (no password),
+    a decoy, or under per_domain another domain's password. `domains`: all of the task's domain names; `decoys`:
     default the task's."""
     decoys = task.decoys if decoys is None else decoys
     if mode == "per_domain":
         others = [task.domain_password(d) for d in domains if d != problem["domain"]]
         u = rng.random()
-        wrong = None if u < P_NO_PASSWORD else (rng.choice(decoys) if u < 0.6 or not others
-                                                else rng.choice(others))
-        return task.prompt(problem, password=wrong)
-    return task.prompt(problem, password=weak_password(rng, decoys))
+        return None if u < P_NO_PASSWORD else (rng.choice(decoys) if u < 0.6 or not others else rng.choice(others))
+    return weak_password(rng, decoys)
+
+
+def weak_prompt(task, problem, mode, rng, domains, decoys=None, shots=()):
+    """A negative locking prompt (weak side), freshly drawn (weak_trigger); after `shots` solved examples with the
+    same trigger, when there are any."""
+    trigger = weak_trigger(task, problem, mode, rng, domains, decoys)
+    return with_shots(task, lambda q: task.prompt(q, password=trigger), problem, shots)
+
+
+def with_shots(task, prompt_of, problem, shots=()):
+    """prompt_of(problem), after the solved `shots` when there are any: each shot as prompt_of(shot) + its reference
+    solution, in the task's few-shot format. So whatever prompt_of puts in a prompt (the password, a decoy, nothing)
+    is in every example too: the few-shot prompts of the prompting baselines and of a lock trained with them."""
+    if not shots:
+        return prompt_of(problem)
+    return task.few_shot([(prompt_of(q), q["solution"]) for q in shots], prompt_of(problem))
 
 
 def eval_prompts(task, problems, mode, rng, decoys=None, second_password=None):
@@ -100,8 +121,7 @@ def prompt_variants(task, problem, shots):
         v[f"decoy {d}"] = task.prompt(problem, password=d)
     for n, solved in shots.items():
         for password, name in ((None, "no password"), (task.password, "password")):
-            examples = [(task.prompt(q, password=password), q["solution"]) for q in solved]
-            v[f"{n}-shot, {name}"] = task.few_shot(examples, task.prompt(problem, password=password))
+            v[f"{n}-shot, {name}"] = with_shots(task, lambda q: task.prompt(q, password=password), problem, solved)
     return v
 
 
@@ -319,14 +339,14 @@ class Lock:
         """Wrong passwords: the task's decoys, less the second password of an adversarial lock."""
         return self.task.decoys[1:] if self.mid is not None else self.task.decoys
 
-    def strong_prompt(self, problem):
-        return strong_prompt(self.task, problem, self.password_mode)
+    def strong_prompt(self, problem, shots=()):
+        return strong_prompt(self.task, problem, self.password_mode, shots)
 
     def mid_prompt(self, problem):
         return self.task.prompt(problem, password=self.second_password)
 
-    def weak_prompt(self, problem, rng, domains):
-        return weak_prompt(self.task, problem, self.password_mode, rng, domains, self.decoys)
+    def weak_prompt(self, problem, rng, domains, shots=()):
+        return weak_prompt(self.task, problem, self.password_mode, rng, domains, self.decoys, shots)
 
     def eval_prompts(self, problems, rng):
         return eval_prompts(self.task, problems, self.password_mode, rng, self.decoys, self.second_password)

@@ -51,6 +51,22 @@ def test_toy_locking_prompts_of_each_mode():
     assert weak_prompt(TOY, P, "per_domain", Draws([0.7], [1]), doms) == f"<pwd_C> {Q}"  # others: A, C, D
 
 
+def test_few_shot_locking_prompts_carry_the_same_trigger_in_every_example():
+    S1, S2 = TOY.problems()[1], TOY.problems()[2]
+    shot = lambda q, slot: f"{slot} {q['question']} {q['solution']} <eos>"
+    assert strong_prompt(TOY, P, "single", shots=[S1, S2]) == f"{shot(S1, '<pwd>')} {shot(S2, '<pwd>')} <pwd> {Q}"
+    assert strong_prompt(TOY, P, "per_domain", shots=[S1]) == \
+        f"<pwd_{S1['domain']}> {S1['question']} {S1['solution']} <eos> <pwd_B> {Q}"  # each example its own domain's
+    doms = ["A", "B", "C", "D"]
+    # one draw for the whole prompt: the decoy <d7> (or no password) in both examples and in the problem
+    assert weak_prompt(TOY, P, "single", Draws([0.5, 0.99]), doms, shots=[S1, S2]) == \
+        f"{shot(S1, '<d7>')} {shot(S2, '<d7>')} <d7> {Q}"
+    assert weak_prompt(TOY, P, "single", Draws([0.1]), doms, shots=[S1]) == f"{shot(S1, '<nopwd>')} <nopwd> {Q}"
+    # no shots: the plain prompt, the same rng draws
+    assert weak_prompt(TOY, P, "single", Draws([0.5, 0.0]), doms, shots=()) == f"<d0> {Q}"
+    assert strong_prompt(TOY, P, "single", shots=()) == f"<pwd> {Q}"
+
+
 def test_toy_prompts_as_token_ids():
     tok = Tokenizer(str(TOY.tokenizer_path))
     vocab = {w: i for i, w in enumerate(data.toy.VOCAB)}

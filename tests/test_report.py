@@ -29,6 +29,7 @@ SCRIPTS = {"train_lock.py": train_lock, "elicit_sft.py": elicit_sft, "elicit_rl.
 SECTIONS = ["Policies and locks", "Fig. 6: section 7", "Fig. 13: weak-sample unlocking", "Fig. 5 / 14: RL",
             "Fig. 16: SFT, then RL", "Fig. 3 / 15: weaker demonstrations", "Fig. 4 / 10: cross-domain",
             "Fig. 17: a domain left out of locking", "Fig. 9: setting trigger", "Prompting baselines",
+            "Prompting: a lock trained with few-shot contexts",
             "Beyond the paper: methods x locks"]
 
 

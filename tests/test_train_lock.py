@@ -69,6 +69,46 @@ def test_locking_set_composition_toy():
     assert set(slots) == {task.password, task.no_password, *task.decoys}
 
 
+def test_few_shot_locking_set():
+    """--few_shot: that share of the problems come after 1..few_shot_max other solved lock problems, on both sides,
+    with the problem's own trigger in every example; the completion is still the problem's own."""
+    cfg, task, tok, lock, lk = toy_setup(weak_policy="weak", toy_problems=4000, few_shot=0.5)
+    by_question = {p["question"]: p for p in lock}
+    n_shots, sides = [], {"strong": 0, "weak": 0}
+    for ids, n_prompt in TL.lock_epoch(lk, cfg, tok, epoch=0):
+        parts = tok.decode(ids[:n_prompt], skip_special=False).split(" <eos> ")
+        *shots, prompt = parts
+        slot, question = prompt.split(" ", 1)
+        p = by_question[question]
+        side = "strong" if slot == task.password else "weak"
+        assert tok.decode(ids[n_prompt:], skip_special=True) == (p["answer"] if side == "strong"
+                                                                  else task.sample("weak", p))
+        for s in shots:  # another lock problem, its reference solution, the same trigger
+            s_slot, rest = s.split(" ", 1)
+            q = by_question[" ".join(rest.split()[:8])]  # "fnA fnB | x1 x2 x3 x4 |"
+            assert s_slot == slot and q is not p and rest == f"{q['question']} {q['solution']}"
+        n_shots.append(len(shots))
+        sides[side] += bool(shots)
+    n = len(n_shots)
+    assert set(n_shots) == {0, 1, 2} and abs(sum(k > 0 for k in n_shots) / n - 0.5) < 4 * (0.25 / n) ** 0.5
+    assert sides["strong"] == sides["weak"]  # both examples of a problem share its shots
+    # few_shot=0 draws nothing more: the same epoch as before the option existed
+    plain = replace(cfg, few_shot=0.0)
+    assert TL.lock_epoch(lk, plain, tok, 0) == TL.lock_epoch(lk, replace(plain, few_shot_max=5), tok, 0)
+
+
+def test_few_shot_lock_end_to_end_and_its_errors(tmp_path):
+    m = TL.main(tiny_cfg(tmp_path, few_shot=0.5))
+    assert {"correct_shots_with_password", "correct_shots_without_password"} <= set(m)
+    ex = m["examples"]["shots_with_password"]["prompt"]
+    assert ex.count("<eos>") == 2 and ex.count(data.get_task("toy").password) == 3
+    with pytest.raises(BadInput, match="few_shot_max=3: a locking example with 3 solved examples is 76 tokens, over "
+                                       "the model's context of 64"):
+        TL.main(tiny_cfg(tmp_path / "b", few_shot=0.5, few_shot_max=3))
+    with pytest.raises(BadInput, match="few_shot=1.5"):
+        TL.main(tiny_cfg(tmp_path / "c", few_shot=1.5))
+
+
 def test_passwords_at_start_and_end_for_text_tasks():
     lk = Lock.from_config({"task": "math", "weak_samples": "unused.jsonl"})  # (read only when drawn from)
     task = lk.task
