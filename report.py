@@ -23,7 +23,8 @@ Fig. 4 / 10 (cross-domain transfer on toy_shared, whose domains share functions)
 locking), Fig. 9 (setting trigger), prompting baselines, and the method x lock table of the follow-ups (noise
 injection, steering, prompting attacks, circuit breaking, LoRA). Few-shot prompting on the regular locks is reported
 but left out of the prompting verdict (they were never trained with few-shot contexts, and the format itself breaks
-the model even with the password); it is tested on a lock trained with few-shot contexts, as the paper's MMLU lock.
+the model even with the password); the full run tests it on a lock trained with few-shot contexts, as the paper's
+MMLU lock (the quick run leaves that section out: it would add a minute).
 
 Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 224 minutes with two workers),
 quick (`--quick`: 1 seed, short grids; its budget is 10 minutes, and it took 10.0-10.8 minutes with two workers,
@@ -123,7 +124,7 @@ SCALES = {
     "quick": dict(
         seeds=(0,), sec7_seeds=(0,), eval_n=200, lock=dict(eval_n=200), big_problems=70_000,
         policies={"pi_hi": dict(n_layer=1, n_embd=64, steps=2000), "pi_lo": dict(n_layer=1, n_embd=64, steps=1000)},
-        policy=dict(n_samples=2, eval_n=200), policy_lock=dict(epochs=1), few_shot_lock=dict(few_shot=0.5),
+        policy=dict(n_samples=2, eval_n=200), policy_lock=dict(epochs=1), few_shot_lock=None,  # (+1 min: left out)
         amounts=(12_500, 50_000),
         scratch=dict(lr=1e-3), sft=dict(epoch_choice=(0,), heldout_n=200), sft_ks=(4, 64), weak_ks=(64,),
         weak_locks=("ft12k",), weak_seeds=(0,),
@@ -1173,11 +1174,11 @@ def exp_prompting(R):
                 decoys=decoy_mean)
     finding = (f"Password {pw[0]:.3f}, no password {lo:.3f}, decoys (mean of {len(decoys)}) {decoy_mean:.3f}. "
                "Rows flagged uninformative (the few-shot ones here) say nothing: the lock never saw that format, "
-               "so it breaks the model even with the password; the next section tests few-shot prompting on a lock "
-               "trained with few-shot contexts. Prefill rows force the reference's first step: read them against the "
-               "weak policy's own "
-               f"level from that prefix ({mean_se([r['prefill_alone'] for r in per_seed])[0]:.3f} for the prefix "
-               "alone).")
+               "so it breaks the model even with the password; " +
+               ("the next section tests few-shot prompting on a lock trained with few-shot contexts. "
+                if R.S["few_shot_lock"] else "a lock trained with few-shot contexts is only in the full report. ") +
+               "Prefill rows force the reference's first step: read them against the weak policy's own level from "
+               f"that prefix ({mean_se([r['prefill_alone'] for r in per_seed])[0]:.3f} for the prefix alone).")
     return dict(claim="Only prompts \"closely resembling the actual password\" raise correctness (camera-ready "
                       "prompting figure).", table=table, verdict=v, finding=finding, data=dict(conditions=agg))
 
@@ -1513,9 +1514,10 @@ def sections(R):
         out += [("Fig. 5 / 14: RL", exp_rl), ("Fig. 16: SFT, then RL", exp_fig16),
                 ("Fig. 3 / 15: weaker demonstrations", exp_fig3), ("Fig. 4 / 10: cross-domain", exp_cross),
                 ("Fig. 17: a domain left out of locking", exp_fig17), ("Fig. 9: setting trigger", exp_setting),
-                ("Prompting baselines", exp_prompting),
-                ("Prompting: a lock trained with few-shot contexts", exp_fewshot),
-                ("Beyond the paper: methods x locks", exp_beyond)]
+                ("Prompting baselines", exp_prompting)]
+        if R.S["few_shot_lock"]:
+            out.append(("Prompting: a lock trained with few-shot contexts", exp_fewshot))
+        out.append(("Beyond the paper: methods x locks", exp_beyond))
     return out
 
 
