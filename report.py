@@ -26,7 +26,8 @@ but left out of the prompting verdict (they were never trained with few-shot con
 the model even with the password); the full run tests it on a lock trained with few-shot contexts, as the paper's
 MMLU lock (the quick run leaves that section out: it would add a minute).
 
-Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 224 minutes with two workers),
+Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 224 minutes with two workers,
+before the few-shot section added 6.7 worker-minutes of its own runs),
 quick (`--quick`: 1 seed, short grids; its budget is 10 minutes, and it took 10.0-10.8 minutes with two workers,
 13.1 on a slower host), tiny (seconds; meaningless numbers; for the tests).
 
