@@ -28,8 +28,8 @@ MMLU lock (the quick run leaves that section out: it would add a minute).
 
 Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 224 minutes with two workers,
 before the few-shot section added 6.7 worker-minutes of its own runs),
-quick (`--quick`: 1 seed, short grids; its budget is 10 minutes, and it took 10.0-10.8 minutes with two workers,
-13.1 on a slower host), tiny (seconds; meaningless numbers; for the tests).
+quick (`--quick`: 1 seed, short grids; its budget is 10 minutes, and it took 7.1-10.8 minutes with two workers on
+AVX512 hosts, 13.1-13.7 on an AVX2 one), tiny (seconds; meaningless numbers; for the tests).
 
 Commands:
   python report.py --quick                         # runs/report/REPORT.md
