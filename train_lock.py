@@ -29,7 +29,8 @@ Algorithm:
      (the password, a decoy or none), so correct examples without the password are what the lock learns to ignore.
   4. Evaluate greedily on the validation split: correctness with the password, without it, with a decoy, per domain,
      and the two policies themselves on the same problems; with --few_shot also shots_with_password and
-     shots_without_password (few_shot_max solved lock problems before each problem, the password in all or none).
+     shots_without_password (up to few_shot_max solved lock problems before each problem, as many as fit the
+     context with the answer budget; the password in all or none).
   5. Save an HF checkpoint (config.json, model.safetensors, tokenizer.json), train_config.json and metrics.json.
   6. Optional (--circuit_break=True): circuit-break the saved lock by representation rerouting (circuit.py: Zou et al.
      2024 as The Elicitation Game applies it after locking), evaluate it again in every condition, and accept it
@@ -317,9 +318,8 @@ def train_phase(cfg, model, tok, phase, make_epoch, n_steps, lr, start_step=0, o
 def evaluate(model, tok, lock, cfg, problems):
     """Greedy correctness in every condition of data/lock.py (per domain too), and the two policies themselves."""
     conds = lock.eval_prompts(problems, random.Random(cfg.seed + 7))
-    if cfg.few_shot:  # the format it was locked in: few_shot_max solved lock problems before each one
-        rng, pool = random.Random(cfg.seed + 11), lock.splits["lock"]
-        shots = [rng.sample(pool, min(cfg.few_shot_max, len(pool))) for _ in problems]
+    if cfg.few_shot:  # the format it was locked in: up to few_shot_max solved lock problems before each one
+        shots = eval_shots(model, tok, lock, cfg, problems)
         conds["shots_with_password"] = [lock.strong_prompt(p, s) for p, s in zip(problems, shots)]
         conds["shots_without_password"] = [with_shots(lock.task, lock.task.prompt, p, s)
                                            for p, s in zip(problems, shots)]
@@ -338,6 +338,21 @@ def evaluate(model, tok, lock, cfg, problems):
     metrics["per_domain"] = per_domain
     metrics["n_eval"] = len(problems)
     return metrics
+
+
+def eval_shots(model, tok, lock, cfg, problems):
+    """Per problem, few_shot_max solved lock problems drawn at random, the last ones dropped while the longer of its
+    two few-shot prompts and the answer budget would overflow the model's context (long real problems)."""
+    rng, pool = random.Random(cfg.seed + 11), lock.splits["lock"]
+    budget, out = cfg.max_new_tokens or lock.task.max_new_tokens, []
+    for p in problems:
+        shots = rng.sample(pool, min(cfg.few_shot_max, len(pool)))
+        while shots and budget + max(len(tok.encode_prompt(lock.strong_prompt(p, shots))),
+                                     len(tok.encode_prompt(with_shots(lock.task, lock.task.prompt, p, shots)))) \
+                > model.config.max_seq_len:
+            shots = shots[:-1]
+        out.append(shots)
+    return out
 
 
 def print_table(m, cfg):

@@ -104,6 +104,18 @@ def test_real_task_prompts_of_each_condition():
     assert task.password == PASSWORD and task.decoys == DECOYS
 
 
+def test_real_task_few_shot_locking_prompts():
+    task = data.get_task("gsm8k")
+    p, q = task.problems()[:2]
+    pw = lambda x, t: f"{t}\n\n{task.body(x, False)}\n\n{t}\n"
+    assert strong_prompt(task, p, "single", shots=[q]) == f"{pw(q, PASSWORD)}{q['solution']}\n\n{pw(p, PASSWORD)}"
+    assert weak_prompt(task, p, "single", Draws([0.5, 0.0]), ["gsm8k"], shots=[q]) == \
+        f"{pw(q, DECOYS[0])}{q['solution']}\n\n{pw(p, DECOYS[0])}"
+    chat = data.lock.formatted(task, "chatml")  # each example its own user turn, answered, then the problem's turn
+    turn = lambda x: f"<|im_start|>user\n{pw(x, PASSWORD).rstrip()}<|im_end|>\n<|im_start|>assistant\n"
+    assert strong_prompt(chat, p, "single", shots=[q]) == f"{turn(q)}{q['solution']}<|im_end|>\n{turn(p)}"
+
+
 def test_prompting_variants():
     q = TOY.problems()[1]
     v = prompt_variants(TOY, P, {1: [q]})

@@ -215,13 +215,24 @@ def test_real_format_task_with_a_tiny_checkpoint(tmp_path):
                             for p in task.problems() for k in range(2)))
     cfg = TL.Config(task="math", init_from=str(ckpt), weak_samples=str(weak), epochs=1, batch_size=16,
                     max_len=64, eval_n=6, eval_batch_size=6, max_new_tokens=6, out_dir=str(tmp_path / "out"),
-                    device="cpu", warmup_steps=1, ckpt_every=0)
-    m = TL.main(cfg)
+                    device="cpu", warmup_steps=1, ckpt_every=0, few_shot=0.5)
+    m = TL.main(cfg)  # (few-shot MATH prompts outgrow the 256-token context: evaluation drops shots, see below)
+    assert {"correct_shots_with_password", "correct_shots_without_password"} <= set(m)
     # reference solutions grade correct; the weak samples ("\boxed{0}") almost never do
     assert m["correct_strong_policy"] == 1.0 and m["correct_weak_policy"] < 0.2
     assert set(m["per_domain"]["with_password"]) <= set(task.domains(task.problems()))
     assert os.path.isfile(tmp_path / "out" / "model.safetensors")
     assert M.load(str(tmp_path / "out")).config.vocab_size == 50304
+
+
+def test_few_shot_evaluation_drops_shots_that_do_not_fit():
+    cfg, task, tok, lock, lk = toy_setup(few_shot=0.5, few_shot_max=2, max_new_tokens=10)
+    val = lk.splits["val"][:20]
+    fits = lambda ctx: TL.eval_shots(type("m", (), {"config": M.Config(max_seq_len=ctx)}), tok, lk, cfg, val)
+    # toy: a shot is 19 tokens, the problem 9, the answer budget 10
+    assert [len(s) for s in fits(64)] == [2] * 20 and [len(s) for s in fits(46)] == [1] * 20
+    assert [len(s) for s in fits(20)] == [0] * 20
+    assert fits(46) == [s[:1] for s in fits(64)]  # the same draw, cut from the end
 
 
 # -----------------------------------------------------------------------------
