@@ -162,6 +162,7 @@ class Config:
     ckpt_every: int = 500          # optimizer steps between resume checkpoints (0 = only at the end of a phase)
     log_every: int = 50
     stop_after_steps: int = 0      # testing aid: stop as if killed after this many steps of this invocation
+    stop_after_pretrain: bool = False  # stop once pretrained/ is written (report.py rebuilds a base alone this way)
     # many processes (torchrun) and memory
     parallel: Literal["ddp", "fsdp"] = "ddp"  # ddp (whole model on every rank) or fsdp (FSDP2: all sharded)
     grad_checkpoint: bool = False  # activation checkpointing: recompute each Block in backward (less memory)
@@ -577,7 +578,7 @@ def main(cfg):
                           cfg.optimizer, cfg.parallel, cfg.grad_checkpoint, train_dtype=cfg.train_dtype)
 
     if cfg.mode == "finetune" and not cfg.init_from and (state is None or state["phase"] == "pretrain"):
-        if not pretrain(cfg, model, tok, lock, state, opt_state):
+        if not pretrain(cfg, model, tok, lock, state, opt_state) or cfg.stop_after_pretrain:
             return None
         state = opt_state = None  # the lock phase starts fresh
 

@@ -199,8 +199,8 @@ def test_each_section_alone_reads_the_store_and_runs_nothing(tiny, tmp_path):
 
 def test_a_missing_result_rebuilds_only_what_it_needs(tiny, tmp_path):
     """Delete one stored elicitation result, with no checkpoints on disk: the rerun retrains the lock it needs (and
-    that lock's pretrained base; the same seed gives the same models) and runs that one elicitation again, with the
-    same rows."""
+    that lock's pretrained base, by the base lock's pretraining alone; the same seed gives the same models) and runs
+    that one elicitation again, with the same rows."""
     cfg, root = tiny
     out = tmp_path / "out"
     shutil.copytree(cfg.out_dir, out)
@@ -210,6 +210,9 @@ def test_a_missing_result_rebuilds_only_what_it_needs(tiny, tmp_path):
     with without_checkpoints(cfg, root):
         RP.main(RP.Config(scale="tiny", out_dir=str(out), work_dir=cfg.work_dir, plots=False, device="cpu"))
         assert sorted(os.listdir(cfg.work_dir)) == ["det_ft200_s1", "det_ft800_s1", name]  # lock, its base, the run
+        base = os.path.join(cfg.work_dir, "det_ft800_s1")  # only what the lock read: pretrained/, not the 800 lock
+        assert os.path.isfile(os.path.join(base, "pretrained", "config.json"))
+        assert not os.path.exists(os.path.join(base, "config.json"))
     new = json.load(open(out / "store" / f"{name}.json"))["result"]
     strip = (lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds", "wall_seconds")}
                            for r in rows])
