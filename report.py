@@ -26,8 +26,8 @@ but left out of the prompting verdict (they were never trained with few-shot con
 the model even with the password); the full run tests it on a lock trained with few-shot contexts, as the paper's
 MMLU lock (the quick run leaves that section out: it would add a minute).
 
-Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 224 minutes with two workers,
-before the few-shot section added 6.7 worker-minutes of its own runs),
+Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 157 minutes with two workers
+from an empty store on an AVX512 host, 224 on a mix of AVX512 and AVX2 sessions without the few-shot section),
 quick (`--quick`: 1 seed, short grids; its budget is 10 minutes, and it took 7.1-10.8 minutes with two workers on
 AVX512 hosts, 13.1-13.7 on an AVX2 one), tiny (seconds; meaningless numbers; for the tests).
 
