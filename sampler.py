@@ -14,8 +14,10 @@ How a call runs (gpt-fast's prefill / decode_one_token split, plus a scheduler):
      `kv_budget_bytes` holds fewer).
      Each slot owns one row of a static cache: per layer K and V of shape (slots, H_kv, L, D) in the sampling
      dtype, L = longest prompt + max_new_tokens - 1, allocated once per call. A row has no padding inside it: its
-     token at position p sits in column p, so attention runs over all L columns with the mask `column <= query
-     position` and no shape changes from step to step.
+     token at position p sits in column p, so attention needs only the mask `column <= query position`. With
+     compile=True every step attends over all L columns (one shape); eager decoding attends over columns
+     [0, 1 + the largest position a live row can have), a bound the host keeps without reading the device, so
+     early steps do not read the unwritten tail (13% of a fixed-length B=32 decode on a small Llama, CPU).
   2. Prefill. Waiting prompts enter free slots in input order. `prefill` writes the keys and values of every
      prompt token but the last (right-padded, `prefill_chunk` columns per forward, so long prompts go in pieces)
      and computes no logits; the last prompt token becomes the slot's pending token.
@@ -31,7 +33,9 @@ How a call runs (gpt-fast's prefill / decode_one_token split, plus a scheduler):
   5. Sampling. Greedy at temperature 0 (argmax). Otherwise temperature, then top-k, then top-p (nucleus), then
      one inverse-CDF draw: cumulative sum of the kept weights, binary search for one uniform per row. (A
      full-vocabulary torch.multinomial draws an exponential per token id; that was about half of sampled decode
-     time.) Ids >= vocab_size (a padded embedding, as in Pythia) are never chosen.
+     time.) The decode step's logits are turned into weights and their running sum in place: a fresh (S, V)
+     buffer per pass cost more than the arithmetic. Ids >= vocab_size (a padded embedding, as in Pythia) are
+     never chosen.
   6. Seeds. Prompt i draws its uniforms from its own CPU torch.Generator seeded with a hash of (seed, indices[i])
      (indices default to 0, 1, ...): max_new_tokens of them when it enters a slot, the t-th for its t-th token.
      Its samples depend on (seed, its index) only, not on batch_size, the other prompts, the device or when it
@@ -58,27 +62,34 @@ import model as model_lib
 
 def inverse_cdf(weights, u):
     """Indices (B,) drawn from non-negative unnormalised weights (B, K) with uniforms u (B,) in [0, 1): the first
-    index whose running sum reaches (1 - u) * total. (1 - u) is in (0, 1], so a zero-weight index is never hit."""
-    cdf = weights.cumsum(-1)
+    index whose running sum reaches (1 - u) * total. (1 - u) is in (0, 1], so a zero-weight index is never hit.
+    The running sum is taken in place: `weights` is consumed."""
+    cdf = weights.cumsum_(-1)
     target = (1.0 - u).unsqueeze(-1) * cdf[:, -1:]  # (B, 1)
     return torch.searchsorted(cdf, target).squeeze(-1).clamp_(max=weights.shape[-1] - 1)
 
 
-def sample_token(logits, temperature=0.0, top_p=1.0, top_k=0, generator=None, vocab_size=None, u=None):
+def sample_token(logits, temperature=0.0, top_p=1.0, top_k=0, generator=None, vocab_size=None, u=None,
+                 overwrite=False):
     """logits (B, V) -> ids (B,). Greedy at temperature 0. Otherwise temperature, top-k, top-p, then one draw per
-    row by inverse CDF from `u` (B,) uniforms in [0, 1), taken from `generator` when u is None."""
+    row by inverse CDF from `u` (B,) uniforms in [0, 1), taken from `generator` when u is None. overwrite=True lets
+    the draw work in the caller's fp32 logits (the decode step's own tensor): at V = 50k and 32 rows a fresh
+    (B, V) buffer per pass cost more than the arithmetic."""
     if vocab_size is not None and vocab_size < logits.shape[-1]:
         logits = logits[:, :vocab_size]  # padded embedding rows are not tokens
     if temperature == 0.0:
         return logits.argmax(-1)
     if u is None:
         u = torch.rand(logits.shape[0], generator=generator, device=logits.device)
-    logits = logits.float() / temperature if temperature != 1.0 else logits.float()
-    ids = None  # after top-k or top-p, column j of `logits` is token ids[:, j], most likely first
-    if top_k and top_k < logits.shape[-1]:
-        logits, ids = logits.topk(top_k, dim=-1)
-    probs = logits.softmax(-1)
+    x = logits.float() / temperature if temperature != 1.0 else logits.float()
+    ids = None  # after top-k or top-p, column j of `x` is token ids[:, j], most likely first
+    if top_k and top_k < x.shape[-1]:
+        x, ids = x.topk(top_k, dim=-1)
+    if x is logits and not (overwrite and x.is_contiguous()):
+        x = x.clone()  # from here on every pass works in place
+    probs = x.sub_(x.amax(-1, keepdim=True)).exp_()  # softmax but for its division: inverse_cdf normalises
     if top_p < 1.0:
+        probs /= probs.sum(-1, keepdim=True)
         if ids is None:  # a full sort: on one CPU core ~70 ms at B=32, V=32k, more than the rest of the step
             probs, ids = probs.sort(dim=-1, descending=True, stable=True)
         # drop a token when the tokens ranked above it already reach top_p (the first token always survives)
@@ -119,16 +130,16 @@ class StaticCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.length = length
         self.every_row = torch.arange(slots, device=device)
-        self.at(None, None)
+        self.at(None, None, length)
 
     @staticmethod
     def slot_bytes(cfg, length, dtype):
         """Bytes of one slot: K and V of every layer over `length` columns."""
         return 2 * cfg.n_layer * cfg.n_kv_head * cfg.head_dim * length * dtype.itemsize
 
-    def at(self, rows, cols, n_cols=None):
+    def at(self, rows, cols, n_cols):
         """The next forward writes row rows[b]'s new keys at columns cols[b] (b, T) and attends to columns
-        [0, n_cols) of those rows. rows=None: every slot, attending to all `length` columns (decode)."""
+        [0, n_cols) of those rows. rows=None: every slot (decode)."""
         self.rows, self.cols, self.n_cols = rows, cols, n_cols
         return self
 
@@ -143,7 +154,7 @@ class StaticCache:
         self.k[layer][rows.unsqueeze(1), :, self.cols] = k.transpose(1, 2)  # indexed as (b, T, H_kv, D)
         self.v[layer][rows.unsqueeze(1), :, self.cols] = v.transpose(1, 2)
         if self.rows is None:
-            return self.k[layer], self.v[layer]
+            return self.k[layer][:, :, :self.n_cols], self.v[layer][:, :, :self.n_cols]
         return self.k[layer][rows, :, :self.n_cols], self.v[layer][rows, :, :self.n_cols]
 
 
@@ -175,12 +186,15 @@ def prefill(model, cache, slots, prompts, chunk, pad_id):
         model(ids[r, c0:c1], pos=cols, mask=visible(cols, c1), cache=cache.at(slots[r], cols, c1), logits_at=none)
 
 
-def decode_one_token(model, cache, tok, pos, u, temperature, top_p, top_k, vocab_size):
-    """Feed every slot its pending token tok (S,) at its position pos (S,); return each slot's next token (S,)."""
+def decode_one_token(model, cache, tok, pos, u, temperature, top_p, top_k, vocab_size, n_cols=None):
+    """Feed every slot its pending token tok (S,) at its position pos (S,); return each slot's next token (S,).
+    Attention reads cache columns [0, n_cols): None is all of them (one shape for every step, for compile=True);
+    eager decoding passes 1 + the largest position a live row can have, so no step reads the unwritten tail."""
+    n_cols = n_cols or cache.length
     cols = pos.clamp(max=cache.length - 1).unsqueeze(1)  # (S, 1); a row that just finished may point past the end
-    cache.at(None, cols)
-    logits = model(tok.unsqueeze(1), pos=cols, mask=visible(cols, cache.length), cache=cache)[:, 0]
-    return sample_token(logits, temperature, top_p, top_k, vocab_size=vocab_size, u=u)
+    cache.at(None, cols, n_cols)
+    logits = model(tok.unsqueeze(1), pos=cols, mask=visible(cols, n_cols), cache=cache)[:, 0]
+    return sample_token(logits, temperature, top_p, top_k, vocab_size=vocab_size, u=u, overwrite=True)
 
 
 _COMPILED = {}  # torch.compile'd decode_one_token per mode, made on first use (compile=True)
@@ -247,8 +261,9 @@ def is_stop(tok, stop):
     return torch.isin(tok, stop) if stop.numel() else torch.zeros_like(tok, dtype=torch.bool)
 
 
-def admit(model, cache, rows, owner, waiting, prompts, uniforms, chunk, pad_id):
-    """Move waiting prompts (their indices, in order) into the free slots: prefill, then start their rows."""
+def admit(model, cache, rows, owner, top, waiting, prompts, uniforms, chunk, pad_id):
+    """Move waiting prompts (their indices, in order) into the free slots: prefill, then start their rows. top[slot]
+    becomes the position of the slot's pending token (the host's bound on its cache column; see generate)."""
     free = [s for s, o in enumerate(owner) if o < 0]
     take = [waiting.popleft() for _ in range(min(len(free), len(waiting)))]
     slots, batch = torch.tensor(free[:len(take)], device=rows.tok.device), [prompts[i] for i in take]
@@ -257,6 +272,7 @@ def admit(model, cache, rows, owner, waiting, prompts, uniforms, chunk, pad_id):
     rows.start(slots, batch, uniforms(take))
     for s, i in zip(free, take):
         owner[s] = i
+        top[s] = len(prompts[i]) - 1
 
 
 def harvest(rows, owner, results):
@@ -271,15 +287,15 @@ def harvest(rows, owner, results):
     return len(fin)
 
 
-def compact(rows, cache, owner):
+def compact(rows, cache, owner, top):
     """Once nothing waits, the tail: move the owned slots to the front and drop the rest, so the last long rows do
     not drag empty slots through every step. Called when at most half the slots are owned (so at most log2(slots)
-    times); returns the new owner list."""
+    times); returns the new owner and top lists."""
     keep = [s for s, o in enumerate(owner) if o >= 0]
     idx = torch.tensor(keep, device=rows.tok.device)
     rows.keep(idx)
     cache.keep(idx)
-    return [owner[s] for s in keep]
+    return [owner[s] for s in keep], [top[s] for s in keep]
 
 
 # -----------------------------------------------------------------------------
@@ -373,17 +389,21 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, stop_id
         return torch.stack([row_uniforms(seed, indices[i], N) for i in take]).to(device) if sampled else None
 
     waiting, owner, results = collections.deque(range(len(prompts))), [-1] * S, [None] * len(prompts)
+    top = [0] * S  # host-side: each slot's position if it advanced every step (>= its device-side pos)
     bar = tqdm(total=len(prompts), desc=progress, unit="prompt", leave=False, disable=progress is None)
     while True:
         bar.update(harvest(rows, owner, results))
         if waiting and min(owner) < 0:
-            admit(model, cache, rows, owner, waiting, prompts, uniforms, prefill_chunk, pad_id)
+            admit(model, cache, rows, owner, top, waiting, prompts, uniforms, prefill_chunk, pad_id)
         elif max(owner) < 0:
             bar.close()
             return results
         elif not compile and sum(o >= 0 for o in owner) <= len(owner) // 2:
-            owner = compact(rows, cache, owner)
+            owner, top = compact(rows, cache, owner, top)
         for _ in range(sync_every):
-            nxt = decode(model, cache, rows.tok, rows.pos, rows.step_uniforms(), *knobs)
+            # eager: attend to the columns a live row can reach, not the whole cache (compile: one shape)
+            n_cols = None if compile else min(length, 1 + max(t for t, o in zip(top, owner) if o >= 0))
+            nxt = decode(model, cache, rows.tok, rows.pos, rows.step_uniforms(), *knobs, n_cols)
             # a CUDA-graph output is overwritten by the next replay: keep a copy (rows.tok feeds the next step)
             rows.advance(nxt.clone() if compile else nxt, stop)
+            top = [t + 1 for t in top]

@@ -278,6 +278,31 @@ def test_kv_budget_caps_the_slots():
     assert S.generate(m, prompts, 10, kv_budget_bytes=2 * S.StaticCache.slot_bytes(cfg, 29, torch.float32)) == ref
 
 
+def test_eager_decode_reads_only_columns_a_live_row_reaches(monkeypatch):
+    m = tiny("llama", seed=14)
+    widths, update = [], S.StaticCache.update
+
+    def spy(cache, layer, k, v):
+        out = update(cache, layer, k, v)
+        if cache.rows is None and layer == 0:  # a decode step
+            widths.append(out[0].shape[2])
+        return out
+    monkeypatch.setattr(S.StaticCache, "update", spy)
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14]]  # pending tokens at positions 2 and 6; cache of 7 + 4 - 1
+    outs = S.generate(m, prompts, 4, batch_size=2)
+    assert widths == [7, 8, 9, 10]  # 1 + the largest live position, step by step, never the whole cache early
+    assert outs == [uncached_greedy(m, p, 4) for p in prompts]
+
+
+def test_sample_token_leaves_the_callers_logits_alone_unless_told():
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    keep, u = logits.clone(), torch.rand(6, generator=torch.Generator().manual_seed(1))
+    for kw in (dict(), dict(top_k=5), dict(top_p=0.7), dict(temperature=0.5)):
+        s = S.sample_token(logits, **{"temperature": 1.0, **kw}, u=u)
+        assert torch.equal(logits, keep)
+        assert torch.equal(S.sample_token(logits.clone(), **{"temperature": 1.0, **kw}, u=u, overwrite=True), s)
+
+
 def test_bf16_sampling_copy_leaves_the_model_alone():
     m = tiny("llama", seed=12)
     m.config.tie_embeddings = True
