@@ -238,11 +238,9 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, attn_mask, cache):
         B, T, _ = x.shape
         nh, nkv, hs = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim
-        q, k, v = self.wqkv(x).split([nh * hs, nkv * hs, nkv * hs], dim=-1)
-        q = q.view(B, T, nh, hs).transpose(1, 2)   # (B, nh, T, hs)
-        k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
-        v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.wqkv(x).view(B, T, nh + 2 * nkv, hs).transpose(1, 2)  # (B, nh + 2 nkv, T, hs): q, k, v heads
+        qk, v = apply_rope(qkv[:, :nh + nkv], cos, sin), qkv[:, nh + nkv:]  # q and k rotated in one go
+        q, k = qk.split([nh, nkv], dim=1)  # (B, nh, T, hs), (B, nkv, T, hs)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs): stored, then every key visible
         # GQA: kv-head j serves query heads j*g .. j*g+g-1 (HF's repeat_kv order). enable_gqa does that without
