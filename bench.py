@@ -44,6 +44,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 import data
 import model as M
@@ -125,7 +126,6 @@ def matmul_seconds(fn):
     """Seconds fn spends in matmul kernels (torch.profiler, CPU self time of MATMULS). A sampler that did nothing
     but transformers' matmuls would take this long: transformers' time over it is the most any sampler running the
     same matmuls in the same precision can gain (its ceiling)."""
-    from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS) / 1e6
