@@ -46,8 +46,9 @@ How a call runs (gpt-fast's prefill / decode_one_token split, plus a scheduler):
      model itself is untouched). Logits are fp32.
   8. compile=True runs decode_one_token through torch.compile (mode "reduce-overhead" on GPU: CUDA graphs). The
      first call compiles (about 15 s for a tiny model on 2 CPU cores), and again for a new slot count, cache
-     length or greedy/sampled; it is off by default and nothing needs it. On CPU it was checked to give the same
-     samples; its speed was measured nowhere yet (no GPU).
+     length or greedy/sampled; it is off by default and nothing needs it. On CPU it gives the same samples; on one
+     CPU core it made batch-1 decoding 1.58x faster and batch-32 decoding 9% slower (one shape: it attends over
+     the whole cache). Its GPU speed is not measured yet (no GPU lent).
 """
 import collections
 
