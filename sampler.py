@@ -87,7 +87,7 @@ def sample_token(logits, temperature=0.0, top_p=1.0, top_k=0, generator=None, vo
     if top_k and top_k < x.shape[-1]:
         x, ids = x.topk(top_k, dim=-1)
     if x is logits and not (overwrite and x.is_contiguous()):
-        x = x.clone()  # from here on every pass works in place
+        x = x.clone()  # from here on every pass works in place (a vocab_size slice gets a compact copy)
     probs = x.sub_(x.amax(-1, keepdim=True)).exp_()  # softmax but for its division: inverse_cdf normalises
     if top_p < 1.0:
         probs /= probs.sum(-1, keepdim=True)
