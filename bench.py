@@ -29,10 +29,12 @@ Numbers go to stdout and runs/bench/bench.json.
 Measured on a 2-core CPU shared with other jobs: use --threads=1. With 2 threads, whenever another process held a
 core both sides' OpenMP regions stalled, and the same row moved by up to 10x between runs; 1 thread was stable to
 about 15%. Each sampled decode row (CPU) also prints transformers' "matmul ceiling": its time over the time its
-own linear layers and output head took (torch.profiler, aten::mm + aten::addmm self time). locksmith runs the same
-matmuls on the same rows, so no sampler can beat transformers by more than that in the same precision; the
-rest of transformers' time (torch.multinomial's full-vocabulary draw, its cache concatenations) is what there is
-to win. The mixed row has no ceiling: continuous batching runs fewer matmul rows than static batches.
+own linear layers and output head took (torch.profiler, aten::mm + aten::addmm self time). No sampler that runs
+the same matmuls on the same rows, in the same precision and weight layout, can beat transformers by more than
+that; the rest of transformers' time (torch.multinomial's full-vocabulary draw, its cache concatenations) is what
+there is to win. locksmith's eager fp32 CPU decode holds the output head transposed (sampler.head_copy), a faster
+layout for few rows, so its rows can pass the ceiling. The mixed row has no ceiling: continuous batching runs
+fewer matmul rows than static batches.
 """
 import importlib.util
 import json
@@ -125,7 +127,7 @@ MATMULS = ("aten::mm", "aten::addmm")  # the linear layers and the output head: 
 def matmul_seconds(fn):
     """Seconds fn spends in matmul kernels (torch.profiler, CPU self time of MATMULS). A sampler that did nothing
     but transformers' matmuls would take this long: transformers' time over it is the most any sampler running the
-    same matmuls in the same precision can gain (its ceiling)."""
+    same matmuls in the same precision and weight layout can gain (its ceiling)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS) / 1e6

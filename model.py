@@ -335,7 +335,7 @@ class GPT(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once by parameters()
 
-    def forward(self, idx, pos=None, mask=None, cache=None, logits_at=None, targets=None):
+    def forward(self, idx, pos=None, mask=None, cache=None, logits_at=None, targets=None, head=None):
         """
         idx:   (B, T) token ids.
         pos:   (B, T) or (T,) positions; default 0 .. T-1.
@@ -346,6 +346,8 @@ class GPT(nn.Module):
                so a cache needs explicit `pos` and a (B, 1, T, Tk) mask.
         logits_at: None (every position), or (B, K) indices into T: logits (B, K, V) at K positions per row only
                (K = 0: none; the sampler's prefill just fills the cache, where a (B, T, V) tensor would dominate).
+        head:  None, or a (C, V) tensor holding lm_head's weight transposed: logits = x @ head, the same product in
+               the (K, N) layout, which CPU matmul libraries run up to 1.5x faster for a few rows (the sampler's copy).
         targets: None, or (B, T) target ids with -100 where no loss is taken: then the return value is instead the
                (B, T) log-probabilities of the targets (target_logprobs), for training losses and DPO scores.
         Returns float32 logits (B, T, vocab_size), or with targets (B, T) target log-probabilities.
@@ -392,7 +394,8 @@ class GPT(nn.Module):
             return self.target_logprobs(x, targets)
         if logits_at is not None:
             x = x.gather(1, logits_at.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, K, C)
-        return self.lm_head(self.ln_f(x)).float()
+        x = self.ln_f(x)
+        return (self.lm_head(x) if head is None else x @ head).float()
 
     def target_logprobs(self, x, targets):
         """(B, T) float32 log-probabilities of the target tokens (0 where the target is -100), from the last Block's

@@ -351,6 +351,17 @@ def test_logits_at_picks_positions_and_a_cache_needs_explicit_positions():
         m(ids, cache=object())
 
 
+@pytest.mark.parametrize("name", ["neox_rot25_parallel", "llama_gqa_tied_llama3"])
+def test_transposed_head_gives_transformers_logits(name):
+    m = M.load(os.path.join(FIX, name))  # the sampler's (C, V) copy of the output head (sampler.head_copy)
+    e = expected(name)
+    with torch.no_grad():
+        logits = m(e["ids"], head=m.lm_head.weight.t().contiguous())
+    torch.testing.assert_close(logits, e["logits"], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        assert not torch.allclose(m(e["ids"], head=m.lm_head.weight.t().flip(1).contiguous()), logits)
+
+
 def test_config_without_tie_word_embeddings_is_untied_as_in_transformers(tmp_path):
     """LlamaConfig, MistralConfig and GPTNeoXConfig default tie_word_embeddings to False: a config.json without the
     key has its own lm_head.weight, which must be loaded (not replaced by the embedding)."""

@@ -324,3 +324,43 @@ def test_compiled_decode_step_gives_the_same_samples():
     prompts = mixed_prompts(6, seed=5)
     kw = dict(temperature=1.0, seed=2, batch_size=3, stop_ids=(7,))
     assert S.generate(m, prompts, 8, compile=True, **kw) == S.generate(m, prompts, 8, **kw)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_head_copy_keeps_greedy_exact_and_samples_the_same(arch, monkeypatch):
+    m = tiny(arch, seed=15)
+    heads, forward = [], M.GPT.forward
+
+    def spy(self, idx, *a, head=None, **kw):
+        if kw.get("logits_at") is None:  # a decode step (prefill asks for no logits)
+            heads.append(head)
+        return forward(self, idx, *a, head=head, **kw)
+    monkeypatch.setattr(M.GPT, "forward", spy)
+    monkeypatch.setattr(S, "HEAD_COPY_STEPS", 12)  # 4 prompts in one wave of 12 steps: just enough
+    outs = S.generate(m, PROMPTS, 12)
+    assert len(heads) == 12 and all(torch.equal(h, m.lm_head.weight.t()) and h.is_contiguous() for h in heads)
+    assert outs == [uncached_greedy(m, p, 12) for p in PROMPTS]
+    heads.clear()
+    assert S.generate(m, PROMPTS, 11) == [o[:11] for o in outs] and heads == [None] * 11  # 11 steps: no copy
+    kw = dict(temperature=1.0, seed=3, batch_size=2)  # two waves of 12: 24 steps at most
+    sampled = S.generate(m, PROMPTS, 12, **kw)
+    assert heads[-1] is not None
+    monkeypatch.setattr(S, "HEAD_COPY_STEPS", 10**9)  # never: the library's (V, C) product throughout
+    assert S.generate(m, PROMPTS, 12, **kw) == sampled and heads[-1] is None
+
+
+def test_head_copy_is_made_per_call_so_changed_weights_are_seen(monkeypatch):
+    monkeypatch.setattr(S, "HEAD_COPY_STEPS", 2)
+    m = tiny("llama", seed=16)
+    S.generate(m, PROMPTS, 10)
+    m.lm_head.weight.data.copy_(torch.randn_like(m.lm_head.weight))  # .data: no version-counter bump
+    assert S.generate(m, PROMPTS, 10) == [uncached_greedy(m, p, 10) for p in PROMPTS]
+
+
+def test_head_copy_only_for_eager_fp32_cpu_calls_long_enough():
+    m, cpu, n = tiny("llama", seed=17), torch.device("cpu"), S.HEAD_COPY_STEPS
+    assert S.head_copy(m, cpu, torch.float32, False, n).shape == (32, 40)
+    assert S.head_copy(m, cpu, torch.float32, False, n - 1) is None
+    assert S.head_copy(m, cpu, torch.float32, True, n) is None
+    assert S.head_copy(m, cpu, torch.bfloat16, False, n) is None
+    assert S.head_copy(m, torch.device("meta"), torch.float32, False, n) is None
