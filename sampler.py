@@ -208,10 +208,10 @@ def head_copy(model, device, dtype, compile, steps):
     """The output head's weight transposed, (C, V) contiguous, where that layout pays: eager fp32 decoding on CPU,
     in a call that can run `steps` >= HEAD_COPY_STEPS decode steps. On one AVX2 core the decode-shaped product
     x @ W.T (1 row against W of V x C = 32k x 256 or 50k x 512) ran 2-3.6x faster with W held as (C, V), 0.96-1.25x
-    at 32 rows; a whole 64-token decode call 1.27-1.5x faster at batch 1, 1.07-1.09x at batch 32. Making it is one
-    pass over the weight (16-100 ms at those sizes: a few steps' saving). Made per call, never cached on the model,
-    so it cannot go stale when the weights change. None elsewhere (GPU matmuls take either layout; compile=True
-    keeps one graph)."""
+    at 32 rows; a whole 64-token decode call 1.1-1.5x faster at batch 1, 1.0-1.1x at batch 32. Making it is one pass
+    over the weight (16-100 ms at those sizes: a few steps' saving), and the call holds the head twice in memory.
+    Made per call, never cached on the model, so it cannot go stale when the weights change. None elsewhere (GPU
+    matmuls take either layout; compile=True keeps one graph)."""
     if compile or device.type != "cpu" or dtype != torch.float32 or steps < HEAD_COPY_STEPS:
         return None
     return model.lm_head.weight.detach().t().contiguous()
