@@ -29,7 +29,7 @@ MMLU lock (the quick run leaves that section out: it would add a minute).
 Scales: full (`python report.py`; its budget is 3 hours on 2 CPU cores, and it took 157 minutes with two workers
 from an empty store on an AVX512 host, 224 on a mix of AVX512 and AVX2 sessions without the few-shot section),
 quick (`--quick`: 1 seed, short grids; its budget is 10 minutes, and it took 7.1-10.8 minutes with two workers on
-AVX512 hosts, 13.1-13.7 on an AVX2 one), tiny (seconds; meaningless numbers; for the tests).
+AVX512 hosts, 12.1-13.7 on AVX2 ones), tiny (seconds; meaningless numbers; for the tests).
 
 Commands:
   python report.py --quick                         # runs/report/REPORT.md
