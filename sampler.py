@@ -207,7 +207,7 @@ HEAD_COPY_STEPS = 32  # an eager fp32 CPU call that can run this many decode ste
 def head_copy(model, device, dtype, compile, steps):
     """The output head's weight transposed, (C, V) contiguous, where that layout pays: eager fp32 decoding on CPU,
     in a call that can run `steps` >= HEAD_COPY_STEPS decode steps. On one AVX2 core the decode-shaped product
-    x @ W.T (1 row against W of V x C = 32k x 256 or 50k x 512) ran 2-3.6x faster with W held as (C, V), 0.96-1.25x
+    x @ W.T (1 row against W of V x C = 32k x 256 or 50k x 512) ran 1.8-3.6x faster with W held as (C, V), 0.93-1.33x
     at 32 rows; a whole 64-token decode call 1.1-1.5x faster at batch 1, 1.0-1.1x at batch 32. Making it is one pass
     over the weight (16-100 ms at those sizes: a few steps' saving), and the call holds the head twice in memory.
     Made per call, never cached on the model, so it cannot go stale when the weights change. None elsewhere (GPU
