@@ -347,7 +347,7 @@ class GPT(nn.Module):
         logits_at: None (every position), or (B, K) indices into T: logits (B, K, V) at K positions per row only
                (K = 0: none; the sampler's prefill just fills the cache, where a (B, T, V) tensor would dominate).
         head:  None, or a (C, V) tensor holding lm_head's weight transposed: logits = x @ head, the same product in
-               the (K, N) layout, which CPU matmul libraries run up to 1.5x faster for a few rows (the sampler's copy).
+               the (K, N) layout, which CPU matmul libraries run faster for a few rows (sampler.head_copy).
         targets: None, or (B, T) target ids with -100 where no loss is taken: then the return value is instead the
                (B, T) log-probabilities of the targets (target_logprobs), for training losses and DPO scores.
         Returns float32 logits (B, T, vocab_size), or with targets (B, T) target log-probabilities.
